@@ -1,0 +1,165 @@
+"""The ``bench`` command line: parses arguments and calls the library; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+DEFAULT_DATASET = "gbsg2"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="Survival-prognosis benchmark harness.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list registered extractors, models or datasets (imports nothing)")
+    p.add_argument("what", choices=["extractors", "models", "datasets"])
+
+    p = sub.add_parser("run", help="evaluate extractor x model combinations on a frozen split")
+    _dataset_arg(p)
+    p.add_argument("--extractor", nargs="+", action="extend", metavar="SPEC",
+                   help="extractor(s), NAME or NAME:key=value,...; 'all' for every one (default: clinical)")
+    p.add_argument("--model", nargs="+", action="extend", metavar="SPEC",
+                   help="model(s), NAME or NAME:key=value,...; 'all' for every one (default: coxph)")
+    p.add_argument("--split", help="split name under splits/<dataset>/ (default: the dataset's default)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap replicates (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of models and bootstrap (default 0)")
+    _tracking_arg(p)
+    p.add_argument("--output-json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("leaderboard", help="render the markdown leaderboard from the MLflow runs")
+    _dataset_arg(p)
+    p.add_argument("--split", help="split name (default: the dataset's default)")
+    p.add_argument("--out", type=Path, help="output file (default: leaderboards/<dataset>.md)")
+    p.add_argument("--check", action="store_true", help="regenerate in memory; exit 1 with a diff if the file differs")
+    _tracking_arg(p)
+
+    splits = sub.add_parser("splits", help="make, import or verify frozen splits").add_subparsers(
+        dest="splits_command", required=True, metavar="ACTION"
+    )
+    p = splits.add_parser("make", help="write splits/<dataset>/<name>.json")
+    _dataset_arg(p)
+    p.add_argument("--name", default="cv5", help="split name (default cv5)")
+    p.add_argument("--folds", type=int, default=5, help="k of k-fold CV (default 5)")
+    p.add_argument("--repeats", type=int, default=1, help="repeats with different shuffles (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument("--holdout", type=float, metavar="F", help="a single train/test split with test fraction F")
+    p.add_argument("--force", action="store_true", help="replace an existing split file")
+    p = splits.add_parser("import", help="freeze a split defined elsewhere (CSV: patient_id, fold or split)")
+    _dataset_arg(p)
+    p.add_argument("file", type=Path, help="CSV with patient_id and fold (0..k-1) or split (train/test)")
+    p.add_argument("--name", help="split name (default: the CSV's file name)")
+    p.add_argument("--force", action="store_true", help="replace an existing split file")
+    p = splits.add_parser("verify", help="check a split file against its dataset")
+    _dataset_arg(p)
+    p.add_argument("--name", help="split name (default: the dataset's default)")
+    return parser
+
+
+def _dataset_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET}); see `bench list datasets`")
+
+
+def _tracking_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db in the working directory)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as exc:
+        if args.debug:
+            raise
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.registry import DATASETS, EXTRACTORS, MODELS
+
+    registry = {"extractors": EXTRACTORS, "models": MODELS, "datasets": DATASETS}[args.what]
+    for e in registry.entries():
+        extras = f" [{','.join(e.extras)}]" if e.extras else ""
+        print(f"{e.name:<20} {e.distribution} {e.version}{extras}  ({e.value})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import RunRequest, run
+    from leaderboards.render import rows_from_outcome, table_lines
+
+    request = RunRequest(
+        dataset=args.dataset,
+        extractors=tuple(args.extractor or ["clinical"]),
+        models=tuple(args.model or ["coxph"]),
+        split=args.split,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        tracking_uri=args.tracking_uri,
+    )
+    outcome = run(request, progress=not args.quiet)
+    table, notes = table_lines(outcome.cohort, rows_from_outcome(outcome))
+    print(f"dataset {outcome.cohort.name}, split {outcome.split.name} ({outcome.split.sha256[:12]}), "
+          f"B = {request.bootstrap}, seed {request.seed}")
+    print("\n".join(table + ([""] + notes if notes else [])))
+    print(f"MLflow parent run {outcome.parent_run_id}; open the UI with: "
+          f"mlflow ui --backend-store-uri {args.tracking_uri or 'sqlite:///mlflow.db'}")
+    if args.output_json:
+        args.output_json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.output_json.with_suffix(args.output_json.suffix + ".tmp")
+        tmp.write_text(json.dumps(outcome.as_json(), indent=1, sort_keys=True, allow_nan=True) + "\n")
+        tmp.replace(args.output_json)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    import leaderboards
+    from bench.datasets import load_cohort
+    from leaderboards.render import render, rows_from_mlflow, write_or_check
+    from splits.frozen import load_split
+
+    cohort = load_cohort(args.dataset)
+    split = load_split(cohort, args.split or cohort.default_split)
+    text = render(cohort, split, rows_from_mlflow(args.tracking_uri, cohort.name, split))
+    out = args.out or Path(leaderboards.__file__).parent / f"{cohort.name}.md"
+    diff = write_or_check(text, out, args.check)
+    if diff is not None:
+        sys.stdout.write(diff)
+        print(f"bench: {out} is out of date; regenerate it with: bench leaderboard --dataset {cohort.name}",
+              file=sys.stderr)
+        return 1
+    if not args.check:
+        print(text, end="")
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_splits(args: argparse.Namespace) -> int:
+    from bench.datasets import load_cohort
+    from splits.frozen import import_split, load_split, make_split, save_split, split_path
+
+    cohort = load_cohort(args.dataset)
+    if args.splits_command == "verify":
+        split = load_split(cohort, args.name or cohort.default_split)
+        print(f"{split_path(cohort.name, split.name)}: ok (sha256 {split.sha256[:16]}, {cohort.n} samples)")
+        return 0
+    if args.splits_command == "make":
+        split = make_split(cohort, args.name, args.folds, args.repeats, args.seed, args.holdout)
+    else:
+        split = import_split(cohort, args.file, args.name or args.file.stem)
+    path = save_split(split, overwrite=args.force)
+    print(f"wrote {path} (sha256 {split.sha256[:16]})")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "splits": cmd_splits}

@@ -1,0 +1,129 @@
+"""The cohort: who the patients are, what they had, and when they progressed.
+
+A cohort is the only thing every stage sees. Samples are rows; ``patient_id``
+groups several samples of one patient so that splits never separate them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import DataError
+
+ColumnKind = Literal["numeric", "categorical", "ordinal"]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """How a covariate is typed; encoding itself happens in-fold."""
+
+    kind: ColumnKind
+    categories: tuple[str, ...] = ()  # level order for ordinal, known levels for categorical
+
+
+@dataclass(frozen=True)
+class EvaluationPolicy:
+    """Declared once per dataset and applied to every fold, replicate and model."""
+
+    horizons: tuple[float, ...]  # time points of the cumulative/dynamic AUC
+    tau: float  # truncation time of Uno's C
+    time_unit: str = "days"
+    ibs_points: int = 50  # the integrated Brier score spans [horizons[0], horizons[-1]]
+
+    def __post_init__(self) -> None:
+        if not self.horizons or list(self.horizons) != sorted(self.horizons) or self.horizons[0] <= 0:
+            raise DataError(f"horizons must be positive and increasing, got {self.horizons}")
+        if self.tau <= 0:
+            raise DataError(f"tau must be positive, got {self.tau}")
+
+    @property
+    def ibs_times(self) -> np.ndarray:
+        lo, hi = self.horizons[0], self.horizons[-1]
+        return np.linspace(lo, hi, self.ibs_points) if hi > lo else np.array([lo])
+
+    def as_params(self) -> dict[str, str]:
+        return {
+            "horizons": ",".join(_fmt(h) for h in self.horizons),
+            "tau": _fmt(self.tau),
+            "time_unit": self.time_unit,
+            "ibs_range": f"{_fmt(self.horizons[0])}-{_fmt(self.horizons[-1])}",
+        }
+
+
+@dataclass
+class Cohort:
+    """Outcomes and clinical covariates of one dataset, one row per sample."""
+
+    name: str
+    clinical: pd.DataFrame  # index: sample id (str)
+    time: np.ndarray
+    event: np.ndarray
+    columns: dict[str, ColumnSpec]
+    policy: EvaluationPolicy
+    patient_ids: np.ndarray | None = None  # defaults to the sample ids
+    default_split: str = "cv5"
+    description: str = ""
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.time = np.asarray(self.time, dtype=float)
+        self.event = np.asarray(self.event, dtype=bool)
+        self.clinical.index = self.clinical.index.astype(str)
+        if self.patient_ids is None:
+            self.patient_ids = self.clinical.index.to_numpy()
+        self.patient_ids = np.asarray(self.patient_ids, dtype=str)
+        n = len(self.clinical)
+        if not (len(self.time) == len(self.event) == len(self.patient_ids) == n):
+            raise DataError(f"cohort {self.name!r}: clinical, time, event and patient ids differ in length")
+        if self.clinical.index.has_duplicates:
+            dup = self.clinical.index[self.clinical.index.duplicated()][0]
+            raise DataError(f"cohort {self.name!r}: sample id {dup!r} appears twice")
+        bad = np.flatnonzero(~np.isfinite(self.time) | (self.time < 0))
+        if bad.size:
+            sid = self.sample_ids[bad[0]]
+            raise DataError(f"cohort {self.name!r}: sample {sid!r} has invalid time {self.time[bad[0]]!r}")
+        missing = set(self.columns) - set(self.clinical.columns)
+        if missing:
+            raise DataError(f"cohort {self.name!r}: declared columns missing from the table: {sorted(missing)}")
+
+    @property
+    def sample_ids(self) -> np.ndarray:
+        return self.clinical.index.to_numpy()
+
+    @property
+    def n(self) -> int:
+        return len(self.clinical)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.event.sum())
+
+    @property
+    def y(self) -> np.ndarray:
+        """Outcomes as scikit-survival's structured (event, time) array."""
+        return structured_y(self.event, self.time)
+
+    def fingerprint(self) -> str:
+        """sha256 over the sorted (patient, sample, time, event) rows: what a split depends on."""
+        rows = sorted(
+            f"{p}\t{s}\t{t!r}\t{int(e)}"
+            for p, s, t, e in zip(self.patient_ids, self.sample_ids, self.time.tolist(), self.event)
+        )
+        return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def structured_y(event: np.ndarray, time: np.ndarray) -> np.ndarray:
+    y = np.empty(len(time), dtype=[("event", bool), ("time", float)])
+    y["event"] = event
+    y["time"] = time
+    return y
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"

@@ -1,0 +1,115 @@
+"""MLflow tracking: one experiment per dataset, a parent run per invocation, a child run per combination."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+KIND_TAG = "bench.kind"
+
+
+def _quiet_mlflow() -> None:
+    # Schema migrations of a new SQLite store log dozens of INFO lines; users need none of them.
+    for name in ("alembic", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def client(tracking_uri: str | None):
+    """An MLflow client for ``tracking_uri`` (default: ``sqlite:///mlflow.db`` in the working directory)."""
+    _quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri or DEFAULT_TRACKING_URI)
+
+
+def experiment_id(mlflow_client, dataset: str, create: bool) -> str | None:
+    experiment = mlflow_client.get_experiment_by_name(dataset)
+    if experiment is not None:
+        return experiment.experiment_id
+    if not create:
+        return None
+    return mlflow_client.create_experiment(dataset, artifact_location=_artifact_location(mlflow_client, dataset))
+
+
+def _artifact_location(mlflow_client, dataset: str) -> str | None:
+    """Artifacts beside a local SQLite store, so the store folder holds everything."""
+    uri = mlflow_client.tracking_uri
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :]).resolve()
+        return (db.parent / "mlartifacts" / dataset).as_uri()
+    return None
+
+
+class Tracker:
+    """Opens the parent run of one invocation and adds a child run per combination."""
+
+    def __init__(self, tracking_uri: str | None, dataset: str, parent_params: dict[str, Any]):
+        self.client = client(tracking_uri)
+        try:
+            self.experiment_id = experiment_id(self.client, dataset, create=True)
+        except Exception as exc:
+            raise BenchError(f"cannot open MLflow store {self.client.tracking_uri!r}: {exc}") from exc
+        parent = self.client.create_run(self.experiment_id, tags={KIND_TAG: "invocation"}, run_name="bench run")
+        self.parent_run_id = parent.info.run_id
+        self._log_params(self.parent_run_id, parent_params)
+
+    def log_combination(
+        self,
+        run_name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        metrics: dict[str, dict],
+        artifacts: dict[str, str],
+    ) -> str:
+        """Record one finished combination; returns its run id."""
+        from mlflow.entities import Metric
+
+        run = self.client.create_run(
+            self.experiment_id,
+            tags={KIND_TAG: "combination", "mlflow.parentRunId": self.parent_run_id, **tags},
+            run_name=run_name,
+        )
+        run_id = run.info.run_id
+        self._log_params(run_id, params)
+        batch = []
+        timestamp = run.info.start_time
+        for name, summary in metrics.items():
+            for field in ("mean", "se", "ci_low", "ci_high"):
+                key = name if field == "mean" else f"{name}_{field}"
+                batch.append(Metric(key, _finite_or_nan(summary[field]), timestamp, 0))
+            for step, value in enumerate(summary["per_fold"]):
+                batch.append(Metric(f"{name}_fold", _finite_or_nan(value), timestamp, step))
+        for start in range(0, len(batch), 900):
+            self.client.log_batch(run_id, metrics=batch[start : start + 900])
+        with tempfile.TemporaryDirectory() as tmp:
+            for filename, text in artifacts.items():
+                path = Path(tmp) / filename
+                path.write_text(text)
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_run_id, status)
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 90):
+            self.client.log_batch(run_id, params=items[start : start + 90])
+
+
+def _finite_or_nan(value: float) -> float:
+    return float(value) if value is not None and math.isfinite(value) else math.nan
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str)

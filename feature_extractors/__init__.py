@@ -1,0 +1,1 @@
+"""Feature-extractor plugins: one file per extractor; the file name is the registry key."""

@@ -1,0 +1,1 @@
+"""Leaderboard rendering; the generated leaderboards live beside this file as ``<dataset>.md``."""

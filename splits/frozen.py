@@ -1,0 +1,262 @@
+"""Splits are data: made once, written with a fingerprint and a hash, verified on every load.
+
+A split file assigns every *patient* (not sample) of a cohort, per repeat, to the
+fold in which it is tested; ``-1`` means "never tested" (the training part of a
+holdout split). Train sets are the complement, so a patient can never be in the
+train and test part of one fold, and all samples of a patient move together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.cohort import Cohort
+from bench.errors import SplitError, UsageError
+
+FORMAT = 1
+TRAIN_ONLY = -1
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/test partition, as sample indices into the cohort."""
+
+    repeat: int
+    index: int
+    train: np.ndarray
+    test: np.ndarray
+
+    @property
+    def key(self) -> str:
+        return f"r{self.repeat}f{self.index}"
+
+
+@dataclass(frozen=True)
+class Split:
+    dataset: str
+    name: str
+    scheme: dict
+    fingerprint: str
+    assignments: tuple[dict[str, int], ...]  # one per repeat: patient id -> test fold
+    sha256: str
+
+    @property
+    def n_folds(self) -> int:
+        return max(max(a.values()) for a in self.assignments) + 1
+
+    def content(self) -> dict:
+        return {
+            "format": FORMAT,
+            "dataset": self.dataset,
+            "name": self.name,
+            "scheme": self.scheme,
+            "cohort_fingerprint": self.fingerprint,
+            "assignments": [dict(sorted(a.items())) for a in self.assignments],
+        }
+
+    def folds(self, cohort: Cohort) -> list[Fold]:
+        """The folds as sample indices of ``cohort`` (which must be the cohort it was verified on)."""
+        out = []
+        for r, assignment in enumerate(self.assignments):
+            fold_of_sample = np.array([assignment[p] for p in cohort.patient_ids])
+            for k in range(self.n_folds):
+                test = np.flatnonzero(fold_of_sample == k)
+                out.append(Fold(r, k, np.flatnonzero(fold_of_sample != k), test))
+        return out
+
+
+def splits_dir() -> Path:
+    """Where split files live: ``$BENCH_SPLITS_DIR`` or this package's folder."""
+    env = os.environ.get("BENCH_SPLITS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent
+
+
+def split_path(dataset: str, name: str) -> Path:
+    return splits_dir() / dataset / f"{name}.json"
+
+
+def make_split(
+    cohort: Cohort,
+    name: str = "cv5",
+    folds: int = 5,
+    repeats: int = 1,
+    seed: int = 0,
+    holdout: float | None = None,
+) -> Split:
+    """Stratified-by-event, grouped-by-patient k-fold (or holdout) split of ``cohort``."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    patients, events = _patient_table(cohort)
+    assignments: list[dict[str, int]] = []
+    if holdout is not None:
+        if not 0 < holdout < 1:
+            raise UsageError(f"--holdout must be a fraction between 0 and 1, got {holdout}")
+        scheme = {"type": "holdout", "test_fraction": holdout, "repeats": repeats, "seed": seed, "stratify": "event"}
+        for r in range(repeats):
+            _, test = train_test_split(
+                np.arange(len(patients)), test_size=holdout, stratify=events, random_state=seed + r
+            )
+            fold = np.full(len(patients), TRAIN_ONLY)
+            fold[test] = 0
+            assignments.append(dict(zip(patients, fold.tolist())))
+    else:
+        if folds < 2:
+            raise UsageError(f"--folds must be at least 2, got {folds}")
+        if min(events.sum(), (~events).sum()) < folds:
+            raise UsageError(
+                f"cannot stratify {len(patients)} patients with {int(events.sum())} events into {folds} folds"
+            )
+        scheme = {"type": "kfold", "folds": folds, "repeats": repeats, "seed": seed, "stratify": "event"}
+        for r in range(repeats):
+            fold = np.empty(len(patients), dtype=int)
+            cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + r)
+            for k, (_, test) in enumerate(cv.split(patients, events)):
+                fold[test] = k
+            assignments.append(dict(zip(patients, fold.tolist())))
+    return _sealed(cohort.name, name, scheme, cohort.fingerprint(), assignments)
+
+
+def import_split(cohort: Cohort, csv_path: str | Path, name: str) -> Split:
+    """Freeze a split defined elsewhere: a CSV of ``patient_id`` and ``fold`` (int) or ``split`` (train/test)."""
+    path = Path(csv_path)
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise SplitError(f"cannot read split CSV {str(path)!r}: {exc}") from exc
+    if "patient_id" not in table.columns or not ({"fold", "split"} & set(table.columns)):
+        raise SplitError(
+            f"{path}: expected columns patient_id and fold (0..k-1) or split (train/test), got {list(table.columns)}"
+        )
+    dup = table["patient_id"][table["patient_id"].duplicated()]
+    if len(dup):
+        raise SplitError(f"{path}: patient {dup.iloc[0]!r} is listed twice")
+    if "split" in table.columns:
+        labels = table["split"].str.strip().str.lower()
+        bad = table.loc[~labels.isin(["train", "test"]), "patient_id"]
+        if len(bad):
+            raise SplitError(f"{path}: patient {bad.iloc[0]!r} has split {table.loc[bad.index[0], 'split']!r}; use train or test")
+        values = np.where(labels == "test", 0, TRAIN_ONLY)
+        scheme = {"type": "imported", "kind": "holdout", "source": path.name}
+    else:
+        try:
+            raw = table["fold"].astype(int)
+        except ValueError as exc:
+            raise SplitError(f"{path}: fold must be an integer: {exc}") from exc
+        levels = sorted(raw.unique())
+        values = raw.map({v: i for i, v in enumerate(levels)}).to_numpy()
+        scheme = {"type": "imported", "kind": "kfold", "folds": len(levels), "source": path.name}
+    assignment = dict(zip(table["patient_id"].str.strip(), (int(v) for v in values)))
+    _check_coverage(cohort, assignment, f"{path}")
+    return _sealed(cohort.name, name, scheme, cohort.fingerprint(), [assignment])
+
+
+def save_split(split: Split, overwrite: bool = False) -> Path:
+    """Write atomically; refuse to replace an existing split unless asked."""
+    path = split_path(split.dataset, split.name)
+    if path.exists() and not overwrite:
+        raise SplitError(f"split file {path} already exists; splits are frozen, pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    body = {**split.content(), "sha256": split.sha256}
+    tmp.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_split(cohort: Cohort, name: str) -> Split:
+    """Load ``splits/<dataset>/<name>.json`` and verify it against ``cohort``."""
+    path = split_path(cohort.name, name)
+    if not path.exists():
+        available = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.exists() else []
+        hint = f"available: {', '.join(available)}" if available else "none exist yet"
+        raise SplitError(
+            f"no split {name!r} for dataset {cohort.name!r} ({path}); {hint}; "
+            f"make one with: bench splits make --dataset {cohort.name} --name {name}"
+        )
+    try:
+        body = json.loads(path.read_text(), object_pairs_hook=_no_duplicate_keys)
+    except SplitError as exc:
+        raise SplitError(f"split file {path}: {exc}") from exc
+    except ValueError as exc:
+        raise SplitError(f"split file {path} is not valid JSON: {exc}") from exc
+    try:
+        split = Split(
+            dataset=body["dataset"],
+            name=body["name"],
+            scheme=body["scheme"],
+            fingerprint=body["cohort_fingerprint"],
+            assignments=tuple(body["assignments"]),
+            sha256=body["sha256"],
+        )
+    except (KeyError, TypeError) as exc:
+        raise SplitError(f"split file {path} lacks field {exc}; re-create it with bench splits make") from exc
+    verify_split(split, cohort, str(path))
+    return split
+
+
+def verify_split(split: Split, cohort: Cohort, where: str) -> None:
+    """Hash, dataset, cohort fingerprint, coverage and fold labels; each mismatch says which."""
+    expected = _content_hash(split.content())
+    if split.sha256 != expected:
+        raise SplitError(
+            f"split file {where} was modified after it was made (sha256 {split.sha256[:12]} recorded, "
+            f"{expected[:12]} computed); restore it from version control or re-create it"
+        )
+    if split.dataset != cohort.name:
+        raise SplitError(f"split file {where} was made for dataset {split.dataset!r}, not {cohort.name!r}")
+    if split.fingerprint != cohort.fingerprint():
+        raise SplitError(
+            f"split {split.name!r} was made for a different cohort than the current {cohort.name!r} "
+            f"(fingerprint of patient ids and outcomes differs); make a new split for this cohort"
+        )
+    for r, assignment in enumerate(split.assignments):
+        _check_coverage(cohort, assignment, f"{where} (repeat {r})")
+        labels = set(assignment.values())
+        tested = sorted(v for v in labels if v != TRAIN_ONLY)
+        if tested != list(range(len(tested))) or not tested or any(not isinstance(v, int) for v in labels):
+            raise SplitError(f"{where} (repeat {r}): fold labels must be 0..k-1 (and -1 for train-only), got {sorted(labels)}")
+        if len(tested) == 1 and TRAIN_ONLY not in labels:
+            raise SplitError(f"{where} (repeat {r}): the only fold tests every patient, leaving no training data")
+
+
+def _check_coverage(cohort: Cohort, assignment: dict[str, int], where: str) -> None:
+    patients = set(cohort.patient_ids.tolist())
+    missing = sorted(patients - set(assignment))
+    extra = sorted(set(assignment) - patients)
+    if missing:
+        raise SplitError(f"{where}: {len(missing)} patient(s) of {cohort.name!r} have no fold, e.g. {missing[:3]}")
+    if extra:
+        raise SplitError(f"{where}: {len(extra)} patient(s) are not in {cohort.name!r}, e.g. {extra[:3]}")
+
+
+def _patient_table(cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted patient ids and whether each had an event (in any of its samples)."""
+    frame = pd.DataFrame({"patient": cohort.patient_ids, "event": cohort.event})
+    per_patient = frame.groupby("patient", sort=True)["event"].any()
+    return per_patient.index.to_numpy(dtype=str), per_patient.to_numpy(dtype=bool)
+
+
+def _sealed(dataset: str, name: str, scheme: dict, fingerprint: str, assignments: list[dict[str, int]]) -> Split:
+    unsealed = Split(dataset, name, scheme, fingerprint, tuple(assignments), "")
+    return Split(dataset, name, scheme, fingerprint, tuple(assignments), _content_hash(unsealed.content()))
+
+
+def _content_hash(content: dict) -> str:
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise SplitError(f"key {key!r} appears twice in the split file (a patient assigned twice?)")
+        seen[key] = value
+    return seen
