@@ -51,7 +51,8 @@ def fold_scores(
     )
 
     scores = FoldScores({})
-    t_min, t_max = float(y_test["time"].min()), float(y_test["time"].max())
+    y_followed = within_training_follow_up(y_train, y_test)
+    t_min, t_max = float(y_followed["time"].min()), float(y_followed["time"].max())
 
     def attempt(name: str, compute) -> None:
         try:
@@ -67,10 +68,10 @@ def fold_scores(
     valid = [h for h in policy.horizons if t_min <= h < t_max]
     for h in policy.horizons:
         if h not in valid:
-            scores.reasons[auc_key(h)] = f"horizon {h:g} outside the fold's test follow-up [{t_min:g}, {t_max:g})"
+            scores.reasons[auc_key(h)] = f"horizon {h:g} outside the fold's follow-up [{t_min:g}, {t_max:g})"
     if valid:
         try:
-            auc, _ = cumulative_dynamic_auc(y_train, y_test, risk, valid)
+            auc, _ = cumulative_dynamic_auc(y_train, y_followed, risk, valid)
             for h, a in zip(valid, auc):
                 aucs[policy.horizons.index(h)] = float(a)
         except ValueError as exc:
@@ -79,7 +80,7 @@ def fold_scores(
     for h, a in zip(policy.horizons, aucs):
         scores.values[auc_key(h)] = a
     if len(valid) == len(policy.horizons):
-        attempt("td_auc_mean", lambda: cumulative_dynamic_auc(y_train, y_test, risk, list(policy.horizons))[1])
+        attempt("td_auc_mean", lambda: cumulative_dynamic_auc(y_train, y_followed, risk, list(policy.horizons))[1])
     else:
         scores.values["td_auc_mean"] = math.nan
         scores.reasons["td_auc_mean"] = "not every horizon is inside the fold's test follow-up"
@@ -91,11 +92,30 @@ def fold_scores(
     elif grid[0] < t_min or grid[-1] >= t_max:
         scores.values["ibs"] = math.nan
         scores.reasons["ibs"] = (
-            f"IBS range [{grid[0]:g}, {grid[-1]:g}] outside the fold's test follow-up [{t_min:g}, {t_max:g})"
+            f"IBS range [{grid[0]:g}, {grid[-1]:g}] outside the fold's follow-up [{t_min:g}, {t_max:g})"
         )
     else:
-        attempt("ibs", lambda: integrated_brier_score(y_train, y_test, survival, grid))
+        attempt("ibs", lambda: integrated_brier_score(y_train, y_followed, survival, grid))
     return scores
+
+
+def within_training_follow_up(y_train: np.ndarray, y_test: np.ndarray) -> np.ndarray:
+    """Test outcomes censored at the training fold's last time, for td-AUC and IBS.
+
+    The censoring distribution comes from the training fold and is undefined past
+    its last time, where scikit-survival raises. Every time point those metrics
+    evaluate lies before it, and a test patient followed beyond it is a control at
+    all of them either way, so this leaves every defined value unchanged; horizons
+    at or past that time are reported as n/a.
+    """
+    last = float(y_train["time"].max())
+    beyond = y_test["time"] > last
+    if not beyond.any():
+        return y_test
+    out = y_test.copy()
+    out["time"][beyond] = last
+    out["event"][beyond] = False
+    return out
 
 
 def bootstrap_indices(seed: int, split_sha: str, repeat: int, fold: int, n: int, replicates: int) -> np.ndarray:
@@ -134,8 +154,8 @@ def concordance_replicates(
     tied = np.abs(diff) <= TIED_TOL
     score = np.where(tied, 0.5, (diff > 0).astype(float))
     weighted = comparable * w[:, None]
-    numerator = np.einsum("bi,ij,bj->b", counts, weighted * score, counts, optimize=True)
-    denominator = np.einsum("bi,ij,bj->b", counts, weighted, counts, optimize=True)
+    numerator = ((counts @ (weighted * score)) * counts).sum(axis=1)
+    denominator = ((counts @ weighted) * counts).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, numerator / denominator, np.nan)
 

@@ -23,8 +23,9 @@ def _quiet_mlflow() -> None:
 
 def client(tracking_uri: str | None):
     """An MLflow client for ``tracking_uri`` (default: ``sqlite:///mlflow.db`` in the working directory)."""
-    _quiet_mlflow()
     from mlflow.tracking import MlflowClient
+
+    _quiet_mlflow()  # after the import: mlflow sets up its own loggers when imported
 
     return MlflowClient(tracking_uri=tracking_uri or DEFAULT_TRACKING_URI)
 
