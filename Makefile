@@ -1,0 +1,34 @@
+# prognosis-bench: `make demo` runs the main job, `make test` the test suite.
+# Both create .venv and install everything they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml tests/fixtures/bench_example_plugin/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[test]' -e tests/fixtures/bench_example_plugin
+	touch $@
+
+# The main job: every learner on the clinical covariates of GBSG2, tracked in
+# ./mlflow.db, and the leaderboard regenerated into leaderboards/gbsg2.md.
+demo: install
+	$(BIN)/bench run --dataset gbsg2 --extractor clinical --model all --bootstrap 1000 --seed 0
+	$(BIN)/bench leaderboard --dataset gbsg2
+	@echo
+	@echo "Browse every run in the MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m pytest --benchmark-only --benchmark-enable
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks mlflow.db mlartifacts mlruns
