@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python -m pytest --benchmark-only --benchmark-enable
+	$(BIN)/python -m pytest -o addopts="-ra" --benchmark-only
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks mlflow.db mlartifacts mlruns
