@@ -1,0 +1,78 @@
+"""Contract tests driven by the registries: a new plugin is tested without a new test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.preprocessing import FoldPreprocessor
+from bench.registry import EXTRACTORS, MODELS
+from conftest import make_cohort
+
+TIMES = np.array([50.0, 150.0, 300.0, 600.0])
+
+
+@pytest.fixture(scope="module")
+def data():
+    cohort = make_cohort(n_patients=120, seed=4)
+    block = EXTRACTORS.load("clinical")().extract(cohort, progress=False)
+    X = FoldPreprocessor([block]).fit_transform(np.arange(cohort.n))
+    return X[:90], cohort.y[:90], X[90:]
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_model_contract(name: str, data) -> None:
+    X_train, y_train, X_test = data
+    cls = MODELS.load(name)
+    model = cls(random_state=0).fit(X_train, y_train)
+    risk = model.predict(X_test)
+    assert risk.shape == (len(X_test),) and np.isfinite(risk).all()
+    again = cls(random_state=0).fit(X_train, y_train).predict(X_test)
+    np.testing.assert_array_equal(risk, again)
+    survival = model.predict_survival_function(X_test, TIMES)
+    assert survival.shape == (len(X_test), len(TIMES))
+    assert ((survival >= 0) & (survival <= 1)).all()
+    assert (np.diff(survival, axis=1) <= 1e-12).all(), "survival curves never increase"
+    # Higher risk means earlier events: risk and 300-day survival run opposite ways.
+    assert np.corrcoef(risk, survival[:, 2])[0, 1] < 0
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_model_declares_defaults_and_search_space(name: str) -> None:
+    cls = MODELS.load(name)
+    assert cls.name == name
+    cls.Config()  # every option has a default
+
+    class Trial:
+        def suggest_float(self, key, low, high, log=False):
+            return low
+
+        def suggest_int(self, key, low, high, log=False):
+            return low
+
+        def suggest_categorical(self, key, choices):
+            return choices[0]
+
+    space = cls.search_space(Trial())
+    from bench.options import build_config
+
+    build_config(cls.Config, space, name)  # every searched key is a real option
+
+
+@pytest.mark.parametrize("name", EXTRACTORS.names())
+def test_extractor_contract(name: str) -> None:
+    cohort = make_cohort(n_patients=25, seed=2)
+    cls = EXTRACTORS.load(name)
+    assert cls.name == name
+    first = cls().extract(cohort, progress=False)
+    second = cls().extract(cohort, progress=False)
+    assert list(first.frame.index) == list(cohort.sample_ids), "rows in cohort order"
+    assert first.frame.shape[1] > 0
+    assert set(first.frame.columns) == set(first.columns)
+    first.frame.equals(second.frame) or pytest.fail("extraction is not deterministic")
+    X = FoldPreprocessor([first]).fit_transform(np.arange(cohort.n))
+    assert np.isfinite(X).all(), "features are finite after in-fold preprocessing"
+    outcome_free = make_cohort(n_patients=25, seed=2)
+    outcome_free.time = outcome_free.time[::-1].copy()
+    outcome_free.event = ~outcome_free.event
+    assert cls().extract(outcome_free, progress=False).frame.equals(first.frame), "features never see outcomes"
