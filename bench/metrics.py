@@ -110,11 +110,14 @@ def within_training_follow_up(y_train: np.ndarray, y_test: np.ndarray) -> np.nda
     """
     last = float(y_train["time"].max())
     beyond = y_test["time"] > last
-    if not beyond.any():
+    # An event at exactly the last training time needs the censoring survival there,
+    # which is 0 when that time is censored in training; it too is a control only.
+    at_or_beyond = y_test["time"] >= last
+    if not (beyond.any() or (at_or_beyond & y_test["event"]).any()):
         return y_test
     out = y_test.copy()
     out["time"][beyond] = last
-    out["event"][beyond] = False
+    out["event"][at_or_beyond] = False
     return out
 
 
