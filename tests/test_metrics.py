@@ -251,8 +251,8 @@ def test_test_follow_up_beyond_training_gives_the_defined_td_auc(seed: int) -> N
 
     followed = within_training_follow_up(y_train, y_test)
     assert followed["time"].max() == y_train["time"].max()
-    assert not followed["event"][y_test["time"] > 20.0].any()
-    np.testing.assert_array_equal(followed[y_test["time"] <= 20.0], y_test[y_test["time"] <= 20.0])
+    assert not followed["event"][y_test["time"] >= 20.0].any()
+    np.testing.assert_array_equal(followed[y_test["time"] < 20.0], y_test[y_test["time"] < 20.0])
 
     scores = fold_scores(y_train, y_test, risk, None, EvaluationPolicy(horizons=horizons, tau=15.0))
     for h in horizons:
