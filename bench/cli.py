@@ -22,10 +22,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="evaluate extractor x model combinations on a frozen split")
     _dataset_arg(p)
-    p.add_argument("--extractor", nargs="+", action="extend", metavar="SPEC",
-                   help="extractor(s), NAME or NAME:key=value,...; 'all' for every one (default: clinical)")
-    p.add_argument("--model", nargs="+", action="extend", metavar="SPEC",
-                   help="model(s), NAME or NAME:key=value,...; 'all' for every one (default: coxph)")
+    p.add_argument(
+        "--extractor",
+        nargs="+",
+        action="extend",
+        metavar="SPEC",
+        help="extractor(s), NAME or NAME:key=value,...; 'all' for every one (default: clinical)",
+    )
+    p.add_argument(
+        "--model",
+        nargs="+",
+        action="extend",
+        metavar="SPEC",
+        help="model(s), NAME or NAME:key=value,...; 'all' for every one (default: coxph)",
+    )
     p.add_argument("--split", help="split name under splits/<dataset>/ (default: the dataset's default)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap replicates (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of models and bootstrap (default 0)")
@@ -63,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dataset_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET}); see `bench list datasets`")
+    p.add_argument(
+        "--dataset",
+        default=DEFAULT_DATASET,
+        help=f"dataset name (default {DEFAULT_DATASET}); see `bench list datasets`",
+    )
 
 
 def _tracking_arg(p: argparse.ArgumentParser) -> None:
@@ -109,11 +123,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     outcome = run(request, progress=not args.quiet)
     table, notes = table_lines(outcome.cohort, rows_from_outcome(outcome))
-    print(f"dataset {outcome.cohort.name}, split {outcome.split.name} ({outcome.split.sha256[:12]}), "
-          f"B = {request.bootstrap}, seed {request.seed}")
+    print(
+        f"dataset {outcome.cohort.name}, split {outcome.split.name} ({outcome.split.sha256[:12]}), "
+        f"B = {request.bootstrap}, seed {request.seed}"
+    )
     print("\n".join(table + ([""] + notes if notes else [])))
-    print(f"MLflow parent run {outcome.parent_run_id}; open the UI with: "
-          f"mlflow ui --backend-store-uri {args.tracking_uri or 'sqlite:///mlflow.db'}")
+    print(
+        f"MLflow parent run {outcome.parent_run_id}; open the UI with: "
+        f"mlflow ui --backend-store-uri {args.tracking_uri or 'sqlite:///mlflow.db'}"
+    )
     if args.output_json:
         args.output_json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.output_json.with_suffix(args.output_json.suffix + ".tmp")
@@ -135,8 +153,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     diff = write_or_check(text, out, args.check)
     if diff is not None:
         sys.stdout.write(diff)
-        print(f"bench: {out} is out of date; regenerate it with: bench leaderboard --dataset {cohort.name}",
-              file=sys.stderr)
+        print(
+            f"bench: {out} is out of date; regenerate it with: bench leaderboard --dataset {cohort.name}",
+            file=sys.stderr,
+        )
         return 1
     if not args.check:
         print(text, end="")

@@ -76,12 +76,20 @@ class BlockPreprocessor:
             order = {level: i for i, level in enumerate(spec.categories)}
             unknown = set(series.dropna().astype(str)) - set(order)
             if unknown:
-                raise DataError(f"ordinal column {col!r} has undeclared level(s) {sorted(unknown)}; declared: {list(spec.categories)}")
+                raise DataError(
+                    f"ordinal column {col!r} has undeclared level(s) {sorted(unknown)}; "
+                    f"declared: {list(spec.categories)}"
+                )
             return series.map(lambda v: np.nan if v is None or v != v else order[str(v)]).to_numpy(float)
         try:
-            return pd.to_numeric(series, errors="raise").to_numpy(float)
+            values = pd.to_numeric(series, errors="raise").to_numpy(float)
         except (ValueError, TypeError) as exc:
             raise DataError(f"numeric column {col!r} holds a non-number: {exc}") from exc
+        infinite = np.isinf(values)
+        if infinite.any():
+            sample = series.index[np.flatnonzero(infinite)[0]]
+            raise DataError(f"feature {col!r} of sample {sample!r} is infinite; fix the extractor or the table")
+        return values
 
 
 class FoldPreprocessor:

@@ -59,8 +59,10 @@ class Extractor:
 
     def extract(self, cohort: Cohort, progress: bool = True) -> FeatureBlock:
         """Features for every sample of ``cohort``; the default calls ``extract_patient`` per sample."""
-        rows = []
         records = patient_records(cohort)
+        if not records:
+            raise DataError(f"cohort {cohort.name!r} has no samples to extract features from")
+        rows = []
         for record in tqdm(records, desc=f"extract {self.name}", unit="patient", disable=not progress, leave=False):
             values = self.extract_patient(record)
             rows.append(np.asarray(list(values.values()), dtype=float))

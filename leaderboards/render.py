@@ -57,7 +57,8 @@ def rows_from_mlflow(tracking_uri: str | None, dataset: str, split: Split) -> li
     exp = experiment_id(mlflow_client, dataset, create=False)
     if exp is None:
         raise BenchError(
-            f"no MLflow experiment {dataset!r} in {mlflow_client.tracking_uri}; run `bench run --dataset {dataset}` first"
+            f"no MLflow experiment {dataset!r} in {mlflow_client.tracking_uri}; "
+            f"run `bench run --dataset {dataset}` first"
         )
     runs = mlflow_client.search_runs(
         [exp],
@@ -74,13 +75,17 @@ def rows_from_mlflow(tracking_uri: str | None, dataset: str, split: Split) -> li
             continue
         metrics = {}
         for name in {k for k in values if not k.endswith(("_se", "_ci_low", "_ci_high", "_fold"))}:
-            metrics[name] = {
-                f: values.get(name if f == "mean" else f"{name}_{f}", math.nan) for f in METRIC_FIELDS
-            }
+            metrics[name] = {f: values.get(name if f == "mean" else f"{name}_{f}", math.nan) for f in METRIC_FIELDS}
         reasons = {k[len("bench.reason.") :]: v for k, v in tags.items() if k.startswith("bench.reason.")}
         latest[key] = Row(
-            key[0], key[1], run.info.run_name, run.info.run_id, metrics, reasons,
-            int(params.get("bootstrap", 0)), int(params.get("seed", 0)),
+            key[0],
+            key[1],
+            run.info.run_name,
+            run.info.run_id,
+            metrics,
+            reasons,
+            int(params.get("bootstrap", 0)),
+            int(params.get("seed", 0)),
         )
     return list(latest.values())
 
@@ -137,7 +142,8 @@ def table_lines(cohort: Cohort, rows: list[Row]) -> tuple[list[str], list[str]]:
     lines: list[str] = []
     auc_headers = " | ".join(f"td-AUC@{h:g}" for h in policy.horizons)
     lines += [
-        f"| rank | extractor | model | C-index [95 % CI] | C-index +- SE | Uno's C [95 % CI] | {auc_headers} | IBS | run |",
+        "| rank | extractor | model | C-index [95 % CI] | C-index +- SE | Uno's C [95 % CI] | "
+        f"{auc_headers} | IBS | run |",
         "|---:|---|---|---|---|---|" + "---|" * len(policy.horizons) + "---|---|",
     ]
     notes: list[str] = []

@@ -141,7 +141,9 @@ def import_split(cohort: Cohort, csv_path: str | Path, name: str) -> Split:
         labels = table["split"].str.strip().str.lower()
         bad = table.loc[~labels.isin(["train", "test"]), "patient_id"]
         if len(bad):
-            raise SplitError(f"{path}: patient {bad.iloc[0]!r} has split {table.loc[bad.index[0], 'split']!r}; use train or test")
+            raise SplitError(
+                f"{path}: patient {bad.iloc[0]!r} has split {table.loc[bad.index[0], 'split']!r}; use train or test"
+            )
         values = np.where(labels == "test", 0, TRAIN_ONLY)
         scheme = {"type": "imported", "kind": "holdout", "source": path.name}
     else:
@@ -221,7 +223,9 @@ def verify_split(split: Split, cohort: Cohort, where: str) -> None:
         labels = set(assignment.values())
         tested = sorted(v for v in labels if v != TRAIN_ONLY)
         if tested != list(range(len(tested))) or not tested or any(not isinstance(v, int) for v in labels):
-            raise SplitError(f"{where} (repeat {r}): fold labels must be 0..k-1 (and -1 for train-only), got {sorted(labels)}")
+            raise SplitError(
+                f"{where} (repeat {r}): fold labels must be 0..k-1 (and -1 for train-only), got {sorted(labels)}"
+            )
         if len(tested) == 1 and TRAIN_ONLY not in labels:
             raise SplitError(f"{where} (repeat {r}): the only fold tests every patient, leaving no training data")
 

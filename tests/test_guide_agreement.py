@@ -48,8 +48,23 @@ def guide_results(guide_split, tmp_path: Path, splits_dir: Path, tracking_uri: s
     out = tmp_path / "out.json"
     rsf = "rsf:n_estimators=1000,min_samples_split=10,min_samples_leaf=15,random_state=20,n_jobs=2"
     result = run_cli(
-        "run", "--dataset", "gbsg2", "--split", "guide", "--extractor", "clinical", "--model", "coxph", rsf,
-        "--bootstrap", "0", "--tracking-uri", tracking_uri, "--output-json", str(out), "--quiet",
+        "run",
+        "--dataset",
+        "gbsg2",
+        "--split",
+        "guide",
+        "--extractor",
+        "clinical",
+        "--model",
+        "coxph",
+        rsf,
+        "--bootstrap",
+        "0",
+        "--tracking-uri",
+        tracking_uri,
+        "--output-json",
+        str(out),
+        "--quiet",
     )
     assert result.returncode == 0, result.stderr
     return {r["model"].split("[")[0]: r for r in json.loads(out.read_text())["results"]}

@@ -75,3 +75,9 @@ def test_fusion_prefixes_block_names() -> None:
     X = pre.fit_transform(np.arange(3))
     assert pre.feature_names == ["clinical:age", "noise:x"]
     assert X.shape == (3, 2)
+
+
+def test_infinite_feature_names_the_sample() -> None:
+    frame = pd.DataFrame({"x": [1.0, np.inf, 2.0]}, index=["a", "b", "c"])
+    with pytest.raises(DataError, match="feature 'x' of sample 'b' is infinite"):
+        BlockPreprocessor({"x": ColumnSpec("numeric")}).fit(frame)

@@ -96,8 +96,20 @@ def test_outside_plugin_package_is_listed_and_runs(tmp_path: Path, tracking_uri:
     assert "bench-example-plugin" in listed.stdout
     out = tmp_path / "out.json"
     result = run_cli(
-        "run", "--dataset", "veterans", "--extractor", "example_noise:n_features=3", "--model", "coxph",
-        "--bootstrap", "50", "--tracking-uri", tracking_uri, "--output-json", str(out), "--quiet",
+        "run",
+        "--dataset",
+        "veterans",
+        "--extractor",
+        "example_noise:n_features=3",
+        "--model",
+        "coxph",
+        "--bootstrap",
+        "50",
+        "--tracking-uri",
+        tracking_uri,
+        "--output-json",
+        str(out),
+        "--quiet",
     )
     assert result.returncode == 0, result.stderr
     (entry,) = json.loads(out.read_text())["results"]

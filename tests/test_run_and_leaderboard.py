@@ -27,8 +27,20 @@ def tracking_uri(store: Path) -> str:
 def veterans_run(store: Path, tracking_uri: str) -> dict:
     out = store / "out.json"
     result = run_cli(
-        "run", "--dataset", "veterans", "--extractor", "clinical", "example_noise", "--model", *MODELS,
-        "--bootstrap", "200", "--tracking-uri", tracking_uri, "--output-json", str(out),
+        "run",
+        "--dataset",
+        "veterans",
+        "--extractor",
+        "clinical",
+        "example_noise",
+        "--model",
+        *MODELS,
+        "--bootstrap",
+        "200",
+        "--tracking-uri",
+        tracking_uri,
+        "--output-json",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     return {"stdout": result.stdout, "stderr": result.stderr, "json": json.loads(out.read_text())}
@@ -76,21 +88,38 @@ def test_leaderboard_is_reproducible_and_checkable(veterans_run: dict, tracking_
     ranked = [line for line in text.splitlines() if line.startswith("| 1 |")]
     assert ranked and "| clinical |" in ranked[0], "clinical covariates beat noise"
 
-    check = run_cli("leaderboard", "--dataset", "veterans", "--tracking-uri", tracking_uri, "--out", str(board), "--check")
+    check = run_cli(
+        "leaderboard", "--dataset", "veterans", "--tracking-uri", tracking_uri, "--out", str(board), "--check"
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     # Same seed, same results, fresh store: the same bytes.
     second_store = f"sqlite:///{tmp_path / 'second.db'}"
     rerun = run_cli(
-        "run", "--dataset", "veterans", "--extractor", "clinical", "example_noise", "--model", *MODELS,
-        "--bootstrap", "200", "--tracking-uri", second_store, "--quiet",
+        "run",
+        "--dataset",
+        "veterans",
+        "--extractor",
+        "clinical",
+        "example_noise",
+        "--model",
+        *MODELS,
+        "--bootstrap",
+        "200",
+        "--tracking-uri",
+        second_store,
+        "--quiet",
     )
     assert rerun.returncode == 0, rerun.stderr
-    again = run_cli("leaderboard", "--dataset", "veterans", "--tracking-uri", second_store, "--out", str(board), "--check")
+    again = run_cli(
+        "leaderboard", "--dataset", "veterans", "--tracking-uri", second_store, "--out", str(board), "--check"
+    )
     assert again.returncode == 0, again.stdout
 
     board.write_text(text.replace("| 1 |", "| 0 |", 1))
-    stale = run_cli("leaderboard", "--dataset", "veterans", "--tracking-uri", tracking_uri, "--out", str(board), "--check")
+    stale = run_cli(
+        "leaderboard", "--dataset", "veterans", "--tracking-uri", tracking_uri, "--out", str(board), "--check"
+    )
     assert stale.returncode == 1
     assert "-| 0 |" in stale.stdout and "+| 1 |" in stale.stdout
 
@@ -100,12 +129,30 @@ def test_committed_gbsg2_leaderboard_is_what_make_demo_generates(tmp_path: Path)
     """Runs the demo's command into a fresh store and checks leaderboards/gbsg2.md against it."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     demo = run_cli(
-        "run", "--dataset", "gbsg2", "--extractor", "clinical", "--model", "all", "--bootstrap", "1000",
-        "--seed", "0", "--tracking-uri", store, "--quiet",
+        "run",
+        "--dataset",
+        "gbsg2",
+        "--extractor",
+        "clinical",
+        "--model",
+        "all",
+        "--bootstrap",
+        "1000",
+        "--seed",
+        "0",
+        "--tracking-uri",
+        store,
+        "--quiet",
     )
     assert demo.returncode == 0, demo.stderr
     check = run_cli(
-        "leaderboard", "--dataset", "gbsg2", "--tracking-uri", store,
-        "--out", str(REPO / "leaderboards" / "gbsg2.md"), "--check",
+        "leaderboard",
+        "--dataset",
+        "gbsg2",
+        "--tracking-uri",
+        store,
+        "--out",
+        str(REPO / "leaderboards" / "gbsg2.md"),
+        "--check",
     )
     assert check.returncode == 0, "leaderboards/gbsg2.md is stale; run `make demo`:\n" + check.stdout

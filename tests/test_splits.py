@@ -34,7 +34,7 @@ def test_kfold_is_grouped_by_patient_and_stratified(splits_dir: Path) -> None:
     split = make_split(cohort, "cv4", folds=4, repeats=2, seed=3)
     folds = split.folds(cohort)
     assert len(folds) == 8
-    event_rate = cohort.event[:: 3].mean()
+    event_rate = cohort.event[::3].mean()
     for fold in folds:
         train_patients = set(cohort.patient_ids[fold.train])
         test_patients = set(cohort.patient_ids[fold.test])
@@ -145,7 +145,10 @@ def test_import_rejects_incomplete_csv(tmp_path: Path) -> None:
 
 def test_cli_reports_tampering_in_one_line(splits_dir: Path) -> None:
     path = splits_dir / "veterans" / "cv5.json"
-    _tamper(path, lambda body: body["assignments"][0].update({"veterans-00000": 4 - body["assignments"][0]["veterans-00000"]}))
+    _tamper(
+        path,
+        lambda body: body["assignments"][0].update({"veterans-00000": 4 - body["assignments"][0]["veterans-00000"]}),
+    )
     result = run_cli("splits", "verify", "--dataset", "veterans")
     assert result.returncode == 1
     assert "modified after it was made" in result.stderr
