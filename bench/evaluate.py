@@ -7,7 +7,6 @@ fold metrics, and bootstrap replicates of the concordance indices.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,22 +15,12 @@ import pandas as pd
 
 from bench.cohort import Cohort
 from bench.errors import ModelError
-from bench.metrics import (
-    MetricSummary,
-    bootstrap_indices,
-    concordance_replicates,
-    counts_from_indices,
-    fold_scores,
-    metric_names,
-    summarise,
-    uno_weights,
-)
+from bench.engine import FoldMetrics, metric_names
+from bench.metrics import MetricSummary, bootstrap_indices, counts_from_indices, summarise
 from bench.preprocessing import FoldPreprocessor
 from feature_extractors.base import FeatureBlock
 from splits.frozen import Split
 from survival_models.base import SurvivalModel
-
-BOOTSTRAPPED = ("c_index", "uno_c")
 
 
 @dataclass
@@ -40,7 +29,7 @@ class Evaluation:
 
     metrics: dict[str, MetricSummary]
     predictions: pd.DataFrame  # out-of-fold: sample_id, patient_id, repeat, fold, time, event, risk
-    replicates: pd.DataFrame  # bootstrap fold means, one column per bootstrapped metric
+    replicates: pd.DataFrame  # bootstrap fold means, one column per metric, one row per replicate
     fold_reasons: dict[str, dict[str, str]] = field(default_factory=dict)  # fold key -> metric -> reason
 
 
@@ -57,7 +46,7 @@ def evaluate(
     y = cohort.y
     names = metric_names(policy)
     per_fold: dict[str, list[float]] = {m: [] for m in names}
-    replicate_sums = {m: np.zeros(bootstrap) for m in BOOTSTRAPPED}
+    replicate_sums = {m: np.zeros(bootstrap) for m in names}
     fold_reasons: dict[str, dict[str, str]] = {}
     prediction_parts = []
     folds = split.folds(cohort)
@@ -74,24 +63,17 @@ def evaluate(
             survival = model.predict_survival_function(X_test, policy.ibs_times)
         except NotImplementedError:
             survival = None
-        scores = fold_scores(y[fold.train], y[fold.test], risk, survival, policy)
+        engine = FoldMetrics(y[fold.train], y[fold.test], risk, survival, policy)
+        values = engine.point()
         for m in names:
-            per_fold[m].append(scores.values[m])
-        if scores.reasons:
-            fold_reasons[fold.key] = scores.reasons
-
+            per_fold[m].append(values[m])
+        if engine.reasons:
+            fold_reasons[fold.key] = engine.reasons
         if bootstrap:
-            test_y = y[fold.test]
-            counts = counts_from_indices(
-                bootstrap_indices(seed, split.sha256, fold.repeat, fold.index, len(fold.test), bootstrap),
-                len(fold.test),
-            )
-            replicate_sums["c_index"] += concordance_replicates(test_y["event"], test_y["time"], risk, counts)
-            try:
-                w = uno_weights(y[fold.train], test_y, policy.tau)
-                replicate_sums["uno_c"] += concordance_replicates(test_y["event"], test_y["time"], risk, counts, w)
-            except ValueError:
-                replicate_sums["uno_c"] += math.nan
+            indices = bootstrap_indices(seed, split.sha256, fold.repeat, fold.index, len(fold.test), bootstrap)
+            replicates = engine.evaluate(counts_from_indices(indices, len(fold.test)))
+            for m in names:
+                replicate_sums[m] += replicates[m]
         prediction_parts.append(
             pd.DataFrame(
                 {
@@ -112,7 +94,7 @@ def evaluate(
     metrics = {}
     for m in names:
         reasons = [f"{key}: {r[m]}" for key, r in fold_reasons.items() if m in r]
-        metrics[m] = summarise(per_fold[m], replicate_means.get(m) if bootstrap else None, "; ".join(reasons))
+        metrics[m] = summarise(per_fold[m], replicate_means[m] if bootstrap else None, "; ".join(reasons))
     return Evaluation(
         metrics=metrics,
         predictions=pd.concat(prediction_parts, ignore_index=True),

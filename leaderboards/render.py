@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.cohort import Cohort
 from bench.errors import BenchError
-from bench.metrics import auc_key
+from bench.engine import auc_key
 from bench.tracking import KIND_TAG, client, experiment_id
 from splits.frozen import Split
 
