@@ -42,12 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     _tracking_arg(p)
     p.add_argument("--output-json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _baseline_args(p)
 
     p = sub.add_parser("leaderboard", help="render the markdown leaderboard from the MLflow runs")
     _dataset_arg(p)
     p.add_argument("--split", help="split name (default: the dataset's default)")
     p.add_argument("--out", type=Path, help="output file (default: leaderboards/<dataset>.md)")
     p.add_argument("--check", action="store_true", help="regenerate in memory; exit 1 with a diff if the file differs")
+    _baseline_args(p)
     _tracking_arg(p)
 
     splits = sub.add_parser("splits", help="make, import or verify frozen splits").add_subparsers(
@@ -78,6 +80,26 @@ def _dataset_arg(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_DATASET,
         help=f"dataset name (default {DEFAULT_DATASET}); see `bench list datasets`",
     )
+
+
+def _baseline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--baseline",
+        default="clinical",
+        metavar="EXTRACTOR",
+        help="extractor label every row is compared with (default clinical)",
+    )
+    p.add_argument(
+        "--baseline-model",
+        metavar="MODEL",
+        help="compare with the baseline extractor under this model (default: the row's own model)",
+    )
+
+
+def _baseline(args: argparse.Namespace):
+    from leaderboards.render import Baseline
+
+    return Baseline(args.baseline, args.baseline_model)
 
 
 def _tracking_arg(p: argparse.ArgumentParser) -> None:
@@ -122,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
     )
     outcome = run(request, progress=not args.quiet)
-    table, notes = table_lines(outcome.cohort, rows_from_outcome(outcome))
+    table, notes = table_lines(outcome.cohort, rows_from_outcome(outcome), _baseline(args))
     print(
         f"dataset {outcome.cohort.name}, split {outcome.split.name} ({outcome.split.sha256[:12]}), "
         f"B = {request.bootstrap}, seed {request.seed}"
@@ -148,7 +170,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     cohort = load_cohort(args.dataset)
     split = load_split(cohort, args.split or cohort.default_split)
-    text = render(cohort, split, rows_from_mlflow(args.tracking_uri, cohort.name, split))
+    text = render(cohort, split, rows_from_mlflow(args.tracking_uri, cohort.name, split), _baseline(args))
     out = args.out or Path(leaderboards.__file__).parent / f"{cohort.name}.md"
     diff = write_or_check(text, out, args.check)
     if diff is not None:

@@ -86,3 +86,34 @@ def summarise(per_fold: list[float], replicate_means: np.ndarray | None, reason:
         if finite.size:
             low, high = (float(v) for v in np.percentile(finite, [2.5, 97.5]))
     return MetricSummary(mean, se, low, high, values.tolist(), "" if math.isfinite(mean) else reason)
+
+
+@dataclass
+class PairedDifference:
+    """Entry minus baseline on the same bootstrap replicates."""
+
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float  # two-sided: how often the replicate differences fall on either side of 0
+    replicates: int  # finite paired replicates used
+
+
+def paired_difference(
+    mean: float, baseline_mean: float, replicates: np.ndarray, baseline_replicates: np.ndarray
+) -> PairedDifference:
+    """Difference of two entries' fold means with its paired-bootstrap 95 % CI and p-value.
+
+    The p-value inverts the percentile interval: twice the smaller share of
+    replicate differences at or below, and at or above, zero, with the usual +1
+    correction; identical entries get a difference of 0 and p = 1.
+    """
+    difference = mean - baseline_mean
+    paired = np.asarray(replicates, dtype=float) - np.asarray(baseline_replicates, dtype=float)
+    paired = paired[np.isfinite(paired)]
+    if not math.isfinite(difference) or paired.size == 0:
+        return PairedDifference(difference, math.nan, math.nan, math.nan, int(paired.size))
+    low, high = (float(v) for v in np.percentile(paired, [2.5, 97.5]))
+    tail = min(int((paired <= 0).sum()), int((paired >= 0).sum()))
+    p_value = min(1.0, 2.0 * (tail + 1) / (paired.size + 1))
+    return PairedDifference(difference, low, high, p_value, int(paired.size))

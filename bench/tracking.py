@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ def _quiet_mlflow() -> None:
 
 def client(tracking_uri: str | None):
     """An MLflow client for ``tracking_uri`` (default: ``sqlite:///mlflow.db`` in the working directory)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     _quiet_mlflow()  # after the import: mlflow sets up its own loggers when imported

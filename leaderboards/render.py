@@ -8,14 +8,20 @@ depends on when or where it was rendered, so the same results give the same byte
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from bench.cohort import Cohort
 from bench.errors import BenchError
 from bench.engine import auc_key
+from bench.metrics import PairedDifference, paired_difference
 from bench.tracking import KIND_TAG, client, experiment_id
 from splits.frozen import Split
 
@@ -32,6 +38,22 @@ class Row:
     reasons: dict[str, str] = field(default_factory=dict)
     bootstrap: int = 0
     seed: int = 0
+    replicates: np.ndarray | None = None  # bootstrap fold means of the C-index, shared across entries
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The entry every row is compared with: this extractor with the row's model, or a fixed model."""
+
+    extractor: str = "clinical"
+    model: str | None = None
+
+    def describe(self) -> str:
+        return f"`{self.extractor}` with {'the same model' if self.model is None else f'`{self.model}`'}"
+
+    def find(self, row: Row, rows: list[Row]) -> Row | None:
+        model = self.model if self.model is not None else row.model
+        return next((r for r in rows if r.extractor == self.extractor and r.model == model), None)
 
 
 def rows_from_outcome(outcome) -> list[Row]:
@@ -46,6 +68,7 @@ def rows_from_outcome(outcome) -> list[Row]:
             {m: s.reason for m, s in r.evaluation.metrics.items() if s.reason},
             outcome.request.bootstrap,
             outcome.request.seed,
+            r.evaluation.replicates["c_index"].to_numpy() if not r.evaluation.replicates.empty else None,
         )
         for r in outcome.results
     ]
@@ -86,8 +109,19 @@ def rows_from_mlflow(tracking_uri: str | None, dataset: str, split: Split) -> li
             reasons,
             int(params.get("bootstrap", 0)),
             int(params.get("seed", 0)),
+            _replicates(mlflow_client, run.info.run_id) if int(params.get("bootstrap", 0)) else None,
         )
     return list(latest.values())
+
+
+def _replicates(mlflow_client, run_id: str) -> np.ndarray | None:
+    """The C-index replicates a run logged, or None for a run without them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow_client.download_artifacts(run_id, "bootstrap_replicates.csv", tmp)
+        except Exception:  # MLflow raises various errors for a missing artifact
+            return None
+        return pd.read_csv(io.StringIO(Path(path).read_text()))["c_index"].to_numpy()
 
 
 def ranked(rows: list[Row]) -> list[Row]:
@@ -98,7 +132,7 @@ def ranked(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=key)
 
 
-def render(cohort: Cohort, split: Split, rows: list[Row]) -> str:
+def render(cohort: Cohort, split: Split, rows: list[Row], baseline: Baseline = Baseline()) -> str:
     """The whole leaderboard page as markdown."""
     policy = cohort.policy
     unit = policy.time_unit
@@ -122,9 +156,11 @@ def render(cohort: Cohort, split: Split, rows: list[Row]) -> str:
         f"| bootstrap | B = {bootstraps} resamples of test patients within each fold, seed {seeds}; "
         "95 % percentile CI of the fold mean |",
         "| headline | mean over folds; +- is the standard error across folds (the paper's form) |",
+        f"| baseline | {baseline.describe()}: C-index difference on the same bootstrap replicates (paired), "
+        "95 % percentile CI and two-sided bootstrap p-value |",
         "",
     ]
-    table, notes = table_lines(cohort, rows)
+    table, notes = table_lines(cohort, rows, baseline)
     lines += table
     lines += [
         "",
@@ -136,15 +172,15 @@ def render(cohort: Cohort, split: Split, rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_lines(cohort: Cohort, rows: list[Row]) -> tuple[list[str], list[str]]:
+def table_lines(cohort: Cohort, rows: list[Row], baseline: Baseline = Baseline()) -> tuple[list[str], list[str]]:
     """The ranked result table and the notes on metrics that are n/a."""
     policy = cohort.policy
     lines: list[str] = []
     auc_headers = " | ".join(f"td-AUC@{h:g}" for h in policy.horizons)
     lines += [
-        "| rank | extractor | model | C-index [95 % CI] | C-index +- SE | Uno's C [95 % CI] | "
-        f"{auc_headers} | IBS | run |",
-        "|---:|---|---|---|---|---|" + "---|" * len(policy.horizons) + "---|---|",
+        "| rank | extractor | model | C-index [95 % CI] | C-index +- SE | vs baseline [95 % CI] | p | "
+        f"Uno's C [95 % CI] | {auc_headers} | IBS | run |",
+        "|---:|---|---|---|---|---|---:|---|" + "---|" * len(policy.horizons) + "---|---|",
     ]
     notes: list[str] = []
     for rank, row in enumerate(ranked(rows), start=1):
@@ -155,6 +191,7 @@ def table_lines(cohort: Cohort, rows: list[Row]) -> tuple[list[str], list[str]]:
             row.model,
             _with_ci(c),
             _with_se(c),
+            *_versus(row, baseline.find(row, rows)),
             _with_ci(row.metrics.get("uno_c", {})),
             *(_value(row.metrics.get(auc_key(h), {})) for h in policy.horizons),
             _value(row.metrics.get("ibs", {})),
@@ -164,7 +201,7 @@ def table_lines(cohort: Cohort, rows: list[Row]) -> tuple[list[str], list[str]]:
         for metric, reason in sorted(row.reasons.items()):
             notes.append(f"- {row.extractor} x {row.model}, {metric}: n/a because {reason}")
     if not rows:
-        lines.append("| - | (no runs on this split yet) | | | | |" + " |" * len(policy.horizons) + " | |")
+        lines.append("| - | (no runs on this split yet) | | | | | | |" + " |" * len(policy.horizons) + " | |")
     return lines, notes
 
 
@@ -183,6 +220,27 @@ def write_or_check(text: str, path: Path, check: bool) -> str | None:
     tmp.write_text(text)
     tmp.replace(path)
     return None
+
+
+def _versus(row: Row, base: Row | None) -> tuple[str, str]:
+    """The difference and p-value cells of ``row`` against its baseline entry."""
+    if base is None:
+        return "-", "-"
+    if base is row:
+        return "baseline", "-"
+    if row.replicates is None or base.replicates is None or (row.bootstrap, row.seed) != (base.bootstrap, base.seed):
+        return "n/a (no shared bootstrap)", "-"
+    d: PairedDifference = paired_difference(
+        row.metrics["c_index"]["mean"], base.metrics["c_index"]["mean"], row.replicates, base.replicates
+    )
+    if not math.isfinite(d.difference):
+        return "n/a", "-"
+    interval = f" [{_signed(d.ci_low)}, {_signed(d.ci_high)}]" if math.isfinite(d.ci_low) else ""
+    return f"{_signed(d.difference)}{interval}", _fmt(d.p_value)
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}" if x != 0 else "0.000"
 
 
 def _describe_scheme(scheme: dict) -> str:

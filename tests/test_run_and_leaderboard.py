@@ -156,3 +156,26 @@ def test_committed_gbsg2_leaderboard_is_what_make_demo_generates(tmp_path: Path)
         "--check",
     )
     assert check.returncode == 0, "leaderboards/gbsg2.md is stale; run `make demo`:\n" + check.stdout
+
+
+def test_paired_difference_of_identical_predictions_is_exactly_zero(tmp_path: Path) -> None:
+    """coxph with a higher iteration cap converges to the same fit: same predictions, same replicates."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_cli(
+        "run", "--dataset", "veterans", "--extractor", "clinical", "example_noise",
+        "--model", "coxph", "coxph:n_iter=101", "--bootstrap", "300", "--tracking-uri", store, "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    board = tmp_path / "veterans.md"
+    rendered = run_cli(
+        "leaderboard", "--dataset", "veterans", "--tracking-uri", store, "--out", str(board),
+        "--baseline", "clinical", "--baseline-model", "coxph",
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    rows = {tuple(c.strip() for c in line.split("|")[2:4]): line.split("|") for line in board.read_text().splitlines()
+            if line.startswith("| ") and "coxph" in line}  # fmt: skip
+    identical = rows[("clinical", "coxph[n_iter=101]")]
+    assert identical[6].strip() == "0.000 [0.000, 0.000]" and identical[7].strip() == "1.000"
+    assert rows[("clinical", "coxph")][6].strip() == "baseline"
+    noise = rows[("example_noise", "coxph")]
+    assert noise[6].strip().startswith("-") and float(noise[7]) < 0.05, "noise is significantly worse than clinical"
