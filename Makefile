@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python -m pytest -o addopts="-ra" --benchmark-only
+	$(BIN)/python -m pytest tests/benchmarks -o addopts="-ra"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks mlflow.db mlartifacts mlruns
