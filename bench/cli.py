@@ -52,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     _baseline_args(p)
     _tracking_arg(p)
 
+    p = sub.add_parser(
+        "validate-statistics",
+        help="simulation study: CI coverage, paired-test type-I error and power (writes docs/statistics.md)",
+    )
+    p.add_argument("--simulations", type=int, default=2000, help="cohorts for coverage and type-I error (2000)")
+    p.add_argument("--power-simulations", type=int, default=1000, help="cohorts for power (1000)")
+    p.add_argument("--n", type=int, default=200, help="test patients per cohort (200)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="replicates per cohort (1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="write the markdown report here, e.g. docs/statistics.md")
+    p.add_argument("--output-json", type=Path, metavar="PATH", help="also write the numbers as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     splits = sub.add_parser("splits", help="make, import or verify frozen splits").add_subparsers(
         dest="splits_command", required=True, metavar="ACTION"
     )
@@ -155,10 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"mlflow ui --backend-store-uri {args.tracking_uri or 'sqlite:///mlflow.db'}"
     )
     if args.output_json:
-        args.output_json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output_json.with_suffix(args.output_json.suffix + ".tmp")
-        tmp.write_text(json.dumps(outcome.as_json(), indent=1, sort_keys=True, allow_nan=True) + "\n")
-        tmp.replace(args.output_json)
+        _write_atomic(args.output_json, json.dumps(outcome.as_json(), indent=1, sort_keys=True) + "\n")
     return 0
 
 
@@ -204,4 +214,40 @@ def cmd_splits(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "splits": cmd_splits}
+def cmd_validate_statistics(args: argparse.Namespace) -> int:
+    from bench.errors import UsageError
+    from bench.validity import StudyConfig, render_report, run_study
+
+    if min(args.simulations, args.power_simulations, args.bootstrap) < 1 or args.n < 10:
+        raise UsageError("--simulations, --power-simulations and --bootstrap must be positive and --n at least 10")
+    config = StudyConfig(
+        simulations=args.simulations,
+        power_simulations=args.power_simulations,
+        n=args.n,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    report = run_study(config, progress=not args.quiet)
+    text = render_report(report)
+    print(text, end="")
+    if args.out:
+        _write_atomic(args.out, text)
+    if args.output_json:
+        _write_atomic(args.output_json, json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "run": cmd_run,
+    "leaderboard": cmd_leaderboard,
+    "splits": cmd_splits,
+    "validate-statistics": cmd_validate_statistics,
+}
