@@ -120,7 +120,7 @@ def concordance(
 
 
 def harrell_c(event: np.ndarray, time: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C of one sample; raises ValueError where scikit-survival does."""
+    """Harrell's C of one sample; raises ValueError where scikit-survival raises or has no value (0/0)."""
     event = np.asarray(event, dtype=bool)
     if len(event) < 2:
         raise ValueError("Need a minimum of two samples")
@@ -154,8 +154,36 @@ def within_training_follow_up(y_train: np.ndarray, y_test: np.ndarray) -> np.nda
     return out
 
 
+def ipcw(censoring, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse-probability-of-censoring weights of the events in ``y``, and where they are undefined.
+
+    As ``CensoringDistributionEstimator.predict_ipcw`` computes them, but patient
+    by patient: where it raises (the censoring survival is 0 at an event time, or
+    the event lies past the training follow-up) only that patient is flagged, so a
+    replicate that never draws the patient still gets its value.
+    """
+    event, time = y["event"].astype(bool), y["time"].astype(float)
+    last = censoring.unique_time_[-1]
+    beyond = (time > last) & (censoring.prob_[-1] > 0)
+    g = np.ones(len(time))
+    if event.any():
+        g[event] = censoring.predict_proba(np.minimum(time[event], last))
+    undefined = event & (beyond | (g == 0))
+    weights = np.zeros(len(time))
+    ok = event & ~undefined
+    weights[ok] = 1.0 / g[ok]
+    return weights, undefined
+
+
+def _undefined_reason(censoring, y: np.ndarray, undefined: np.ndarray) -> str:
+    last = censoring.unique_time_[-1]
+    if (y["time"][undefined] > last).any() and censoring.prob_[-1] > 0:
+        return f"time must be smaller than largest observed time point: {last:g}"
+    return "censoring survival function is zero at one or more time points"
+
+
 def uno_weights(y_train: np.ndarray, y_test: np.ndarray, tau: float) -> np.ndarray:
-    """Squared IPCW weights of each test patient, as ``concordance_index_ipcw`` builds them."""
+    """Squared IPCW weights of each test patient, as ``concordance_index_ipcw`` builds them (raises as it does)."""
     from sksurv.nonparametric import CensoringDistributionEstimator
 
     mask = y_test["time"] < tau
@@ -186,28 +214,24 @@ class FoldMetrics:
         self.time = y_test["time"].astype(float)
         self.risk = np.asarray(risk, dtype=float)
 
-        try:
-            self.uno = uno_weights(y_train, y_test, policy.tau)
-        except ValueError as exc:
-            self.uno = None
-            self.reasons["uno_c"] = _first_line(exc)
+        censoring = CensoringDistributionEstimator().fit(y_train)
+        before_tau = self.time < policy.tau
+        weights, undefined = ipcw(censoring, y_test)
+        self.uno = np.where(before_tau, np.square(weights), 0.0)
+        self.uno_undefined = undefined & before_tau
+        if self.uno_undefined.any():
+            self.reasons["uno_c"] = _undefined_reason(censoring, y_test, self.uno_undefined)
 
         followed = within_training_follow_up(y_train, y_test)
         self.f_event = followed["event"].astype(bool)
         self.f_time = followed["time"].astype(float)
-        censoring = CensoringDistributionEstimator().fit(y_train)
-        try:
-            self.auc_ipcw = censoring.predict_ipcw(followed)
-        except ValueError as exc:
-            self.auc_ipcw = None
-            for h in policy.horizons:
-                self.reasons[auc_key(h)] = _first_line(exc)
-            self.reasons["td_auc_mean"] = _first_line(exc)
+        self.auc_ipcw, self.auc_undefined = ipcw(censoring, followed)
+        if self.auc_undefined.any():
+            reason = _undefined_reason(censoring, followed, self.auc_undefined)
+            for name in [*(auc_key(h) for h in policy.horizons), "td_auc_mean"]:
+                self.reasons[name] = reason
 
-        # Tied-risk blocks in increasing risk; consecutive values within the tolerance chain into one block.
         self.risk_order = np.argsort(self.risk, kind="stable")
-        sorted_risk = self.risk[self.risk_order]
-        self.block_starts = np.r_[0, np.flatnonzero(np.diff(sorted_risk) > TIED_TOL) + 1]
 
         # Kaplan-Meier bookkeeping of the (followed) test times, for the integrated AUC.
         self.time_order = np.argsort(self.f_time, kind="stable")
@@ -221,6 +245,10 @@ class FoldMetrics:
             self.reasons["ibs"] = "the model gives no survival function"
         elif len(grid) < 2:
             self.reasons["ibs"] = "At least two time points must be given"
+        elif grid[-1] > censoring.unique_time_[-1] and censoring.prob_[-1] > 0:
+            self.reasons["ibs"] = (
+                f"IBS range ends at {grid[-1]:g}, past the training follow-up ({censoring.unique_time_[-1]:g})"
+            )
         else:
             g_t = censoring.predict_proba(grid)
             g_y = censoring.predict_proba(self.f_time)
@@ -243,11 +271,8 @@ class FoldMetrics:
     def evaluate(self, counts: np.ndarray) -> dict[str, np.ndarray]:
         counts = np.ascontiguousarray(counts, dtype=float)
         out = {"c_index": concordance(self.event, self.time, self.risk, counts)}
-        out["uno_c"] = (
-            concordance(self.event, self.time, self.risk, counts, self.uno)
-            if self.uno is not None
-            else np.full(len(counts), np.nan)
-        )
+        uno = concordance(self.event, self.time, self.risk, counts, self.uno)
+        out["uno_c"] = np.where(counts[:, self.uno_undefined].sum(axis=1) > 0, np.nan, uno)
         present = counts > 0
         t_min = np.where(present, self.f_time, np.inf).min(axis=1)
         t_max = np.where(present, self.f_time, -np.inf).max(axis=1)
@@ -258,23 +283,31 @@ class FoldMetrics:
         return out
 
     def _aucs(self, counts: np.ndarray, t_min: np.ndarray, t_max: np.ndarray) -> list[np.ndarray]:
-        n_rep = len(counts)
-        if self.auc_ipcw is None:
-            return [np.full(n_rep, np.nan) for _ in self.policy.horizons]
+        """Weighted Mann-Whitney of cases against controls, half credit within tied-risk blocks.
+
+        Blocks are those of the replicate's own patients: consecutive risks within
+        the tolerance chain into one block, as scikit-survival's ROC thresholds do.
+        """
         ordered = counts[:, self.risk_order]
+        present = ordered > 0
+        risk = self.risk[self.risk_order]
         time = self.f_time[self.risk_order]
         event = self.f_event[self.risk_order]
-        ipcw = self.auc_ipcw[self.risk_order]
+        weight = self.auc_ipcw[self.risk_order]
+        starts, ends = _tie_blocks(risk, present)
+        undefined = counts[:, self.auc_undefined].sum(axis=1) > 0
         out = []
         for h in self.policy.horizons:
-            case_weight = np.add.reduceat(ordered * (ipcw * ((time <= h) & event)), self.block_starts, axis=1)
-            controls = np.add.reduceat(ordered * (time > h), self.block_starts, axis=1)
-            lower_controls = np.cumsum(controls, axis=1) - controls
-            numerator = (case_weight * (lower_controls + 0.5 * controls)).sum(axis=1)
-            denominator = case_weight.sum(axis=1) * controls.sum(axis=1)
+            case_weight = ordered * (weight * ((time <= h) & event))
+            controls = np.cumsum(ordered * (time > h), axis=1)
+            total_controls = controls[:, -1:]
+            below = np.where(starts > 0, np.take_along_axis(controls, np.maximum(starts - 1, 0), axis=1), 0.0)
+            within = np.take_along_axis(controls, ends, axis=1) - below
+            numerator = (case_weight * (below + 0.5 * within)).sum(axis=1)
+            denominator = case_weight.sum(axis=1) * total_controls[:, 0]
             with np.errstate(invalid="ignore", divide="ignore"):
                 auc = numerator / denominator
-            valid = (t_min <= h) & (h < t_max)
+            valid = (t_min <= h) & (h < t_max) & ~undefined
             out.append(np.where(valid, auc, np.nan))
         return out
 
@@ -301,7 +334,8 @@ class FoldMetrics:
         if self.ibs_contrib is None:
             return np.full(len(counts), np.nan)
         grid = self.policy.ibs_times
-        valid = (t_min <= grid[0]) & (grid[-1] < t_max)
+        has_event = counts @ self.f_event > 0  # scikit-survival refuses an all-censored test set
+        valid = (t_min <= grid[0]) & (grid[-1] < t_max) & has_event
         return np.where(valid, counts @ self.ibs_contrib / counts.sum(axis=1), np.nan)
 
     def _why_nan(self, name: str, t_min: float, t_max: float) -> str:
@@ -320,5 +354,20 @@ class FoldMetrics:
         return "no cases or no controls at this horizon"
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0]
+def _tie_blocks(sorted_risk: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last position of each position's tied-risk block, per replicate: two (B, n) arrays.
+
+    Only present patients take part: a block starts at a present patient whose risk
+    exceeds the previous present patient's by more than the tolerance.
+    """
+    n = len(sorted_risk)
+    positions = np.arange(n)
+    last_present = np.maximum.accumulate(np.where(present, positions, -1), axis=1)
+    previous = np.c_[np.full(len(present), -1), last_present[:, :-1]]
+    gap = sorted_risk - sorted_risk[np.maximum(previous, 0)] > TIED_TOL
+    new_block = present & ((previous < 0) | gap)
+    starts = np.maximum.accumulate(np.where(new_block, positions, 0), axis=1)
+    next_start = np.where(new_block, positions, n)
+    following = np.minimum.accumulate(next_start[:, ::-1], axis=1)[:, ::-1]
+    ends = np.c_[following[:, 1:], np.full(len(present), n)] - 1
+    return starts, ends

@@ -240,7 +240,6 @@ def test_all_censored_fold(seed: int) -> None:
     assert engine.reasons["uno_c"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: IBS is computed where sksurv raises 'All samples are censored'")
 def test_ibs_of_all_censored_fold_is_nan() -> None:
     fold = hazard_fold(0, 30, event_rate=0.0)
     with pytest.raises(ValueError, match="(?i)all samples are censored"):
@@ -301,7 +300,6 @@ def test_risk_tolerance(seed: int, delta: float) -> None:
     assert pair == (0.5 if delta < 1e-8 else 1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: td-AUC tied-risk blocks chain through patients absent from the replicate")
 def test_td_auc_tie_chain_through_absent_patient() -> None:
     """Risks 0, 6e-9, 1.2e-8: the outer two are tied only through the middle one, which this replicate lacks."""
     y_train = structured_y(np.array([True, False, True, True, False, True]), np.array([1.0, 2, 3, 4, 6, 8]))
@@ -311,10 +309,6 @@ def test_td_auc_tie_chain_through_absent_patient() -> None:
     check_replicates(fold, np.array([[0, 1, 2], [0, 2, 2]]), ["td_auc_2", "td_auc_mean"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: one test event past the training follow-up (before tau) makes uno_c NaN in every replicate",
-)
 def test_uno_replicates_without_the_event_beyond_training() -> None:
     """tau beyond the training follow-up: replicates that do not draw the late event are defined in sksurv."""
     y_train = structured_y(np.array([True, True, False, True]), np.array([1.0, 2, 3, 4]))
