@@ -41,5 +41,11 @@ class DataError(BenchError):
     """A cohort or its inputs are unusable."""
 
 
+class InputError(DataError):
+    """A user's input file or manifest entry is bad: the message names the patient and the file."""
+
+    exit_code = 2
+
+
 class ModelError(BenchError):
     """A learner failed to fit or predict."""
