@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
-DEFAULT_DATASET = "gbsg2"
+DEFAULT_DATASET = "synthetic_mm"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-json", type=Path, metavar="PATH", help="also write the numbers as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    data = sub.add_parser("data", help="synthesise, check and look at imaging cohorts").add_subparsers(
+        dest="data_command", required=True, metavar="ACTION"
+    )
+    p = data.add_parser("synth", help="write a synthetic multiple-myeloma PET/CT cohort")
+    p.add_argument("--preset", default="demo", help="tiny, demo (default) or paper")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = data.add_parser("check", help="validate a manifest and every image it names; list all problems")
+    p.add_argument("manifest", help="manifest (.yaml or .csv) or its folder, or a registered imaging dataset")
+    _policy_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = data.add_parser("show", help="PET and CT maximum-intensity projections of one patient with ROI outlines")
+    p.add_argument("patient", help="patient (or sample) id")
+    _dataset_arg(p)
+    p.add_argument("--roi", nargs="+", default=["skeleton", "spine_dilated"], help="ROIs to outline")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+
     splits = sub.add_parser("splits", help="make, import or verify frozen splits").add_subparsers(
         dest="splits_command", required=True, metavar="ACTION"
     )
@@ -91,8 +109,27 @@ def _dataset_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
         default=DEFAULT_DATASET,
-        help=f"dataset name (default {DEFAULT_DATASET}); see `bench list datasets`",
+        help=f"dataset name (default {DEFAULT_DATASET}; see `bench list datasets`) or a manifest (.yaml/.csv)",
     )
+    _policy_args(p)
+
+
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--horizons", type=_floats, metavar="T1,T2,...", help="td-AUC horizons for a CSV manifest")
+    p.add_argument("--tau", type=float, help="Uno's C truncation time for a CSV manifest")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _cohort(args: argparse.Namespace):
+    from bench.datasets import load_cohort
+
+    return load_cohort(args.dataset, args.horizons, args.tau)
 
 
 def _baseline_args(p: argparse.ArgumentParser) -> None:
@@ -155,6 +192,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         seed=args.seed,
         tracking_uri=args.tracking_uri,
+        horizons=args.horizons,
+        tau=args.tau,
     )
     outcome = run(request, progress=not args.quiet)
     table, notes = table_lines(outcome.cohort, rows_from_outcome(outcome), _baseline(args))
@@ -174,11 +213,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import leaderboards
-    from bench.datasets import load_cohort
     from leaderboards.render import render, rows_from_mlflow, write_or_check
     from splits.frozen import load_split
 
-    cohort = load_cohort(args.dataset)
+    cohort = _cohort(args)
     split = load_split(cohort, args.split or cohort.default_split)
     text = render(cohort, split, rows_from_mlflow(args.tracking_uri, cohort.name, split), _baseline(args))
     out = args.out or Path(leaderboards.__file__).parent / f"{cohort.name}.md"
@@ -197,10 +235,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
-    from bench.datasets import load_cohort
     from splits.frozen import import_split, load_split, make_split, save_split, split_path
 
-    cohort = load_cohort(args.dataset)
+    cohort = _cohort(args)
     if args.splits_command == "verify":
         split = load_split(cohort, args.name or cohort.default_split)
         print(f"{split_path(cohort.name, split.name)}: ok (sha256 {split.sha256[:16]}, {cohort.n} samples)")
@@ -211,6 +248,68 @@ def cmd_splits(args: argparse.Namespace) -> int:
         split = import_split(cohort, args.file, args.name or args.file.stem)
     path = save_split(split, overwrite=args.force)
     print(f"wrote {path} (sha256 {split.sha256[:16]})")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from bench.synthetic import PRESETS, generate
+
+        if args.preset not in PRESETS:
+            from bench.errors import UnknownNameError
+
+            raise UnknownNameError("preset", args.preset, sorted(PRESETS))
+        manifest = generate(args.preset, args.seed, args.out, progress=not args.quiet)
+        print(f"wrote {manifest}; run on it with: bench run --dataset {manifest}")
+        return 0
+    if args.data_command == "check":
+        return _data_check(args)
+    return _data_show(args)
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from bench.manifest import check_images, is_manifest_path, read_manifest
+
+    source = args.manifest
+    if not is_manifest_path(source):  # a registered imaging dataset: check the manifest it was built from
+        cohort = _cohort(argparse.Namespace(dataset=source, horizons=args.horizons, tau=args.tau))
+        source = str(cohort.extra.get("manifest") or "")
+        if not source:
+            print(f"{args.manifest}: a tabular dataset without images; nothing to check")
+            return 0
+    manifest = read_manifest(source, args.horizons, args.tau)
+    problems = [str(p) for p in manifest.problems + check_images(manifest, progress=not args.quiet)]
+    if manifest.policy is None:
+        problems.append("no horizons and tau: declare them in a YAML manifest or pass --horizons and --tau")
+    if problems:
+        for problem in problems:
+            print(f"{manifest.path}: {problem}")
+        print(f"bench: {len(problems)} problem(s) in {manifest.path}", file=sys.stderr)
+        return 2
+    events = int(manifest.table["event"].astype(int).sum())
+    print(f"{manifest.path}: ok ({len(manifest.table)} studies, {events} events)")
+    return 0
+
+
+def _data_show(args: argparse.Namespace) -> int:
+    from bench.errors import UsageError
+    from bench.imaging.show import render_study
+    from bench.imaging.study import load_study, roi_mask
+
+    cohort = _cohort(args)
+    inputs = cohort.extra.get("inputs", {})
+    if not inputs:
+        raise UsageError(f"dataset {cohort.name!r} has no images to show")
+    sample = args.patient
+    if sample not in inputs:
+        by_patient = [s for s, p in zip(cohort.sample_ids, cohort.patient_ids) if p == args.patient]
+        if not by_patient:
+            raise UsageError(f"no patient {args.patient!r} in {cohort.name!r}; e.g. {', '.join(list(inputs)[:5])}")
+        sample = by_patient[0]
+    study = load_study(inputs[sample], sample)
+    rois = {roi: roi_mask(study, inputs[sample], roi) for roi in args.roi}
+    out = render_study(study.pet, study.ct, rois, f"{cohort.name}: {sample}", args.out)
+    print(f"wrote {out}")
     return 0
 
 
@@ -250,4 +349,5 @@ COMMANDS = {
     "leaderboard": cmd_leaderboard,
     "splits": cmd_splits,
     "validate-statistics": cmd_validate_statistics,
+    "data": cmd_data,
 }

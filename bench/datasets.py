@@ -1,4 +1,4 @@
-"""Resolve a ``--dataset`` value to a cohort."""
+"""Resolve a ``--dataset`` value to a cohort: a registered name or the path of a manifest."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from bench.errors import BenchError, DataError
 from bench.registry import DATASETS
 
 
-def load_cohort(name: str) -> Cohort:
-    """Load a registered dataset by name."""
+def load_cohort(name: str, horizons: tuple[float, ...] | None = None, tau: float | None = None) -> Cohort:
+    """Load a registered dataset, or a user cohort from a manifest path (``.yaml``/``.csv``/folder)."""
+    from bench.manifest import is_manifest_path, manifest_cohort, read_manifest
+
+    if is_manifest_path(name):
+        return manifest_cohort(read_manifest(name, horizons, tau), name)
     factory = DATASETS.load(name)
     try:
         cohort = factory()  # type: ignore[operator]

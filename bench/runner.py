@@ -28,6 +28,8 @@ class RunRequest:
     bootstrap: int = 1000
     seed: int = 0
     tracking_uri: str | None = None
+    horizons: tuple[float, ...] | None = None  # for a CSV manifest, which cannot declare them
+    tau: float | None = None
 
 
 @dataclass
@@ -79,7 +81,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     """Validate everything first, then extract, evaluate and track each combination."""
     if request.bootstrap < 0:
         raise BenchError(f"--bootstrap must be 0 or more, got {request.bootstrap}")
-    cohort = load_cohort(request.dataset)
+    cohort = load_cohort(request.dataset, request.horizons, request.tau)
     split = load_split(cohort, request.split or cohort.default_split)
     extractors = resolve_extractors(list(request.extractors))
     models = resolve_models(list(request.models))

@@ -39,6 +39,10 @@ def make_cohort(n_patients: int = 60, samples_per_patient: int = 1, seed: int = 
     stage = rng.choice(["I", "II", "III"], n_patients)
     sex = rng.choice(["F", "M"], n_patients)
     lp = 0.04 * (age - 60) + 0.6 * (stage == "III")
+    truth = pd.DataFrame(
+        {"lp": lp, "lp_clinical": 0.04 * (age - 60), "lp_imaging": 0.6 * (stage == "III")},
+        index=[f"P{i:03d}" for i in range(n_patients)],
+    )
     event_time = rng.exponential(1000 * np.exp(-lp))
     censor_time = rng.uniform(200, 2500, n_patients)
     # Several samples of one patient share the patient's covariates and outcome.
@@ -61,6 +65,7 @@ def make_cohort(n_patients: int = 60, samples_per_patient: int = 1, seed: int = 
         },
         policy=EvaluationPolicy(horizons=(100.0, 300.0), tau=500.0),
         patient_ids=patients,
+        extra={"truth": truth},  # the known linear predictor, as a synthetic cohort carries it
     )
 
 

@@ -1,0 +1,306 @@
+"""User cohorts: a manifest (YAML, or a bare CSV table) of PET/CT studies, outcomes and clinical data.
+
+A YAML manifest declares the table, the evaluation policy and the type of every
+clinical column; a bare CSV gives only the table (types are inferred, horizons
+and tau come from flags). Table columns: ``patient_id``, optional ``sample_id``
+(several studies of one patient), ``pet`` and ``ct`` (a NIfTI file or a DICOM
+series folder), optional ``mask_<roi>`` files, ``time``, ``event`` (0/1), then the
+clinical columns. Paths resolve relative to the manifest.
+
+Problems are collected, not raised one at a time, so ``bench data check`` can
+list them all in one pass; loading a cohort for a run stops at the first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from bench.cohort import Cohort, ColumnSpec, EvaluationPolicy
+from bench.errors import DataError, InputError
+
+RESERVED = ("patient_id", "sample_id", "pet", "ct", "time", "event")
+REQUIRED = ("patient_id", "pet", "ct", "time", "event")
+MASK_PREFIX = "mask_"
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a cohort, said so that the user knows where to look."""
+
+    message: str
+    patient: str | None = None
+
+    def __str__(self) -> str:
+        return f"patient {self.patient!r}: {self.message}" if self.patient else self.message
+
+
+@dataclass
+class Manifest:
+    path: Path
+    name: str
+    table: pd.DataFrame
+    columns: dict[str, ColumnSpec]
+    policy: EvaluationPolicy | None
+    pet_units: str = "suv"
+    description: str = ""
+    truth: pd.DataFrame | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, value: str) -> Path:
+        p = Path(str(value))
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def mask_columns(self) -> list[str]:
+        return [c for c in self.table.columns if c.startswith(MASK_PREFIX)]
+
+
+def is_manifest_path(dataset: str) -> bool:
+    return dataset.lower().endswith((".csv", ".yaml", ".yml")) or Path(dataset).is_dir()
+
+
+def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, tau: float | None = None) -> Manifest:
+    """Parse a manifest and check its table; problems are recorded on the result (nothing is read from images)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.yaml"
+    if not path.exists():
+        raise InputError(f"manifest {str(path)!r} does not exist")
+    header: dict = {}
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            header = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"manifest {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(header, dict) or "table" not in header:
+            raise InputError(f"manifest {str(path)!r} must be a mapping with at least a 'table' entry")
+        table_path = path.parent / str(header["table"])
+    else:
+        table_path = path
+    try:
+        table = pd.read_csv(table_path, dtype=str, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise InputError(
+            f"manifest table {str(table_path)!r} does not exist; fix the manifest's 'table' entry"
+        ) from None
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read manifest table {str(table_path)!r}: {str(exc).splitlines()[0]}") from exc
+    table.columns = [c.strip() for c in table.columns]
+
+    problems: list[Problem] = []
+    policy = _policy(header, horizons, tau, path, problems)
+    columns = _columns(header, table, problems, path)
+    truth = None
+    if header.get("truth"):
+        truth_path = path.parent / str(header["truth"])
+        if truth_path.exists():
+            truth = pd.read_csv(truth_path, dtype={"patient_id": str}).set_index("patient_id")
+        else:
+            problems.append(Problem(f"truth table {str(truth_path)!r} does not exist"))
+    manifest = Manifest(
+        path=path,
+        name=str(header.get("name") or path.stem),
+        table=table,
+        columns=columns,
+        policy=policy,
+        pet_units=str(header.get("pet_units", "suv")).lower(),
+        description=str(header.get("description", "")),
+        truth=truth,
+        problems=problems,
+    )
+    _check_table(manifest)
+    return manifest
+
+
+def check_images(manifest: Manifest, progress: bool = True) -> list[Problem]:
+    """Read every image and mask of the manifest; the problems found, one per bad file."""
+    from tqdm.auto import tqdm
+
+    from bench.imaging.io import check_overlap, read_ct, read_mask, read_pet
+
+    problems: list[Problem] = []
+    if not {"patient_id", "pet", "ct"} <= set(manifest.table.columns):
+        return problems
+    for _, row in tqdm(list(manifest.table.iterrows()), desc="check images", disable=not progress, leave=False):
+        pid = str(row["patient_id"])
+        images = {}
+        for what, reader in (("pet", read_pet), ("ct", read_ct)):
+            try:
+                kwargs = {"units": manifest.pet_units} if what == "pet" else {}
+                images[what] = reader(manifest.resolve(row[what]), patient=pid, **kwargs)
+            except InputError as exc:
+                problems.append(Problem(_without_patient(str(exc), pid), pid))
+        for col in manifest.mask_columns:
+            if isinstance(row[col], str) and row[col]:
+                try:
+                    images[col] = read_mask(manifest.resolve(row[col]), patient=pid, roi=col[len(MASK_PREFIX) :])
+                except InputError as exc:
+                    problems.append(Problem(_without_patient(str(exc), pid), pid))
+        if "pet" in images and "ct" in images:
+            try:
+                check_overlap(images["pet"], images["ct"], "PET", "CT", patient=pid)
+            except InputError as exc:
+                problems.append(Problem(_without_patient(str(exc), pid), pid))
+    return problems
+
+
+def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
+    """The cohort of a manifest whose table has no problems (the first one is raised otherwise)."""
+    if manifest.problems:
+        first = manifest.problems[0]
+        more = len(manifest.problems) - 1
+        suffix = f" ({more} more; run `bench data check {source}` to list them all)" if more else ""
+        raise InputError(f"{manifest.path}: {first}{suffix}")
+    if manifest.policy is None:
+        raise InputError(
+            f"{manifest.path}: no horizons and tau; declare them in a YAML manifest or pass --horizons and --tau"
+        )
+    table = manifest.table
+    ids = table["sample_id"] if "sample_id" in table.columns else table["patient_id"]
+    clinical = pd.DataFrame(index=ids.astype(str).to_numpy())
+    for col, spec in manifest.columns.items():
+        values = table[col].to_numpy()
+        clinical[col] = pd.to_numeric(table[col]).to_numpy() if spec.kind == "numeric" else values
+    inputs = {}
+    for sid, (_, row) in zip(clinical.index, table.iterrows()):
+        masks = {
+            c[len(MASK_PREFIX) :]: manifest.resolve(row[c])
+            for c in manifest.mask_columns
+            if isinstance(row[c], str) and row[c]
+        }
+        inputs[sid] = {
+            "pet": manifest.resolve(row["pet"]),
+            "ct": manifest.resolve(row["ct"]),
+            "masks": masks,
+            "pet_units": manifest.pet_units,
+        }
+    extra = {"inputs": inputs, "manifest": manifest.path, "source": source}
+    if manifest.truth is not None:
+        extra["truth"] = manifest.truth
+    return Cohort(
+        name=manifest.name,
+        clinical=clinical,
+        time=pd.to_numeric(table["time"]).to_numpy(float),
+        event=pd.to_numeric(table["event"]).to_numpy(int).astype(bool),
+        columns=manifest.columns,
+        policy=manifest.policy,
+        patient_ids=table["patient_id"].astype(str).to_numpy(),
+        description=manifest.description or f"user cohort from {manifest.path.name}",
+        source=str(manifest.path),
+        extra=extra,
+    )
+
+
+def _policy(header: dict, horizons, tau, path: Path, problems: list[Problem]) -> EvaluationPolicy | None:
+    horizons = horizons or header.get("horizons")
+    tau = tau if tau is not None else header.get("tau")
+    if horizons is None or tau is None:
+        return None
+    try:
+        return EvaluationPolicy(
+            horizons=tuple(float(h) for h in horizons),
+            tau=float(tau),
+            time_unit=str(header.get("time_unit", "days")),
+        )
+    except (TypeError, ValueError, DataError) as exc:
+        problems.append(Problem(f"{path.name}: bad horizons/tau ({exc})"))
+        return None
+
+
+def _columns(header: dict, table: pd.DataFrame, problems: list[Problem], path: Path) -> dict[str, ColumnSpec]:
+    declared = header.get("columns")
+    if declared is None:  # a bare table: infer the type of every non-reserved column
+        return {
+            col: _infer(table[col]) for col in table.columns if col not in RESERVED and not col.startswith(MASK_PREFIX)
+        }
+    columns: dict[str, ColumnSpec] = {}
+    for col, spec in dict(declared).items():
+        if isinstance(spec, str):
+            spec = {"kind": spec}
+        kind = spec.get("kind")
+        if kind not in ("numeric", "categorical", "ordinal"):
+            problems.append(
+                Problem(f"{path.name}: column {col!r} has kind {kind!r}; use numeric, categorical or ordinal")
+            )
+            continue
+        categories = tuple(str(c) for c in spec.get("categories", ()))
+        if kind == "ordinal" and not categories:
+            problems.append(Problem(f"{path.name}: ordinal column {col!r} needs its categories in order"))
+            continue
+        if col not in table.columns:
+            problems.append(Problem(f"clinical column {col!r} declared in {path.name} is missing from the table"))
+            continue
+        columns[col] = ColumnSpec(kind, categories)
+    return columns
+
+
+def _infer(series: pd.Series) -> ColumnSpec:
+    values = series.dropna()
+    numeric = pd.to_numeric(values, errors="coerce")
+    if len(values) and numeric.notna().all():
+        return ColumnSpec("numeric")
+    return ColumnSpec("categorical", tuple(sorted(values.astype(str).unique())))
+
+
+def _check_table(m: Manifest) -> None:
+    table, problems = m.table, m.problems
+    for col in REQUIRED:
+        if col not in table.columns:
+            problems.append(Problem(f"column {col!r} is missing from {m.path.name}"))
+    if "patient_id" not in table.columns:
+        return
+    ids = table["sample_id"] if "sample_id" in table.columns else table["patient_id"]
+    for dup in sorted(set(ids[ids.duplicated()].astype(str))):
+        what = "sample id" if "sample_id" in table.columns else "patient id"
+        problems.append(Problem(f"{what} {dup!r} appears more than once in {m.path.name}", dup))
+    for _, row in table.iterrows():
+        pid = str(row["patient_id"])
+        if "time" in table.columns:
+            t = _number(row["time"])
+            if t is None or not math.isfinite(t) or t < 0:
+                problems.append(Problem(f"time {row['time']!r} is missing or negative; give the follow-up time", pid))
+        if "event" in table.columns and str(row["event"]).strip() not in ("0", "1"):
+            problems.append(Problem(f"event {row['event']!r} is not 0 or 1", pid))
+        for what in ("pet", "ct", *m.mask_columns):
+            if what not in table.columns:
+                continue
+            value = row[what]
+            if not isinstance(value, str) or not value:
+                if what in ("pet", "ct"):
+                    problems.append(Problem(f"no {what.upper()} path in column {what!r}", pid))
+                continue
+            if not m.resolve(value).exists():
+                problems.append(Problem(f"{_label(what)} file {str(m.resolve(value))!r} does not exist", pid))
+        for col, spec in m.columns.items():
+            value = row[col]
+            if spec.kind == "numeric" and isinstance(value, str) and _number(value) is None:
+                problems.append(Problem(f"clinical column {col!r} holds {value!r}, not a number", pid))
+            if spec.kind == "ordinal" and isinstance(value, str) and value not in spec.categories:
+                problems.append(
+                    Problem(f"clinical column {col!r} holds {value!r}, not one of {list(spec.categories)}", pid)
+                )
+
+
+def _label(column: str) -> str:
+    return f"{column[len(MASK_PREFIX) :]} mask" if column.startswith(MASK_PREFIX) else column.upper()
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _without_patient(message: str, patient: str) -> str:
+    prefix = f"patient {patient!r}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message

@@ -1,0 +1,55 @@
+"""The built-in synthetic multiple-myeloma PET/CT cohorts, generated on first use.
+
+They live under ``$BENCH_DATA_DIR`` (default ``~/.cache/prognosis-bench``), one
+folder per preset and seed, written exactly like a user cohort and loaded through
+the same manifest path. The registered datasets use seed 0, the seed their
+committed split files were made for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench.cohort import Cohort
+from bench.manifest import manifest_cohort, read_manifest
+
+SEED = 0
+
+
+def data_dir() -> Path:
+    env = os.environ.get("BENCH_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "prognosis-bench"
+
+
+def cohort_dir(preset: str, seed: int = SEED) -> Path:
+    return data_dir() / f"synthetic_mm-{preset}-seed{seed}"
+
+
+def ensure_generated(preset: str, seed: int = SEED, progress: bool = True) -> Path:
+    """The manifest of a synthetic cohort, generating it the first time."""
+    from bench.synthetic import generate
+
+    folder = cohort_dir(preset, seed)
+    manifest = folder / "manifest.yaml"
+    if not manifest.exists():
+        generate(preset, seed, folder, progress=progress)
+    return manifest
+
+
+def _load(preset: str) -> Cohort:
+    manifest = ensure_generated(preset)
+    return manifest_cohort(read_manifest(manifest), str(manifest))
+
+
+def synthetic_mm() -> Cohort:
+    """The demo preset: the default dataset."""
+    return _load("demo")
+
+
+def synthetic_mm_tiny() -> Cohort:
+    return _load("tiny")
+
+
+def synthetic_mm_paper() -> Cohort:
+    return _load("paper")
