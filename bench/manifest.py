@@ -134,20 +134,23 @@ def check_images(manifest: Manifest, progress: bool = True) -> list[Problem]:
         pid = str(row["patient_id"])
         images = {}
         for what, reader in (("pet", read_pet), ("ct", read_ct)):
+            if not isinstance(row[what], str) or not manifest.resolve(row[what]).exists():
+                continue  # already reported by the table check
             try:
                 kwargs = {"units": manifest.pet_units} if what == "pet" else {}
                 images[what] = reader(manifest.resolve(row[what]), patient=pid, **kwargs)
             except InputError as exc:
                 problems.append(Problem(_without_patient(str(exc), pid), pid))
         for col in manifest.mask_columns:
-            if isinstance(row[col], str) and row[col]:
+            if isinstance(row[col], str) and row[col] and manifest.resolve(row[col]).exists():
                 try:
                     images[col] = read_mask(manifest.resolve(row[col]), patient=pid, roi=col[len(MASK_PREFIX) :])
                 except InputError as exc:
                     problems.append(Problem(_without_patient(str(exc), pid), pid))
         if "pet" in images and "ct" in images:
             try:
-                check_overlap(images["pet"], images["ct"], "PET", "CT", patient=pid)
+                pet_file, ct_file = str(manifest.resolve(row["pet"])), str(manifest.resolve(row["ct"]))
+                check_overlap(images["pet"], images["ct"], f"PET {pet_file!r}", f"CT {ct_file!r}", patient=pid)
             except InputError as exc:
                 problems.append(Problem(_without_patient(str(exc), pid), pid))
     return problems
@@ -266,8 +269,10 @@ def _check_table(m: Manifest) -> None:
         pid = str(row["patient_id"])
         if "time" in table.columns:
             t = _number(row["time"])
-            if t is None or not math.isfinite(t) or t < 0:
-                problems.append(Problem(f"time {row['time']!r} is missing or negative; give the follow-up time", pid))
+            if t is None or not math.isfinite(t):
+                problems.append(Problem(f"time is missing or not a number ({row['time']!r}); give the follow-up", pid))
+            elif t < 0:
+                problems.append(Problem(f"time {row['time']!r} is negative; give the follow-up (>= 0)", pid))
         if "event" in table.columns and str(row["event"]).strip() not in ("0", "1"):
             problems.append(Problem(f"event {row['event']!r} is not 0 or 1", pid))
         for what in ("pet", "ct", *m.mask_columns):

@@ -36,7 +36,7 @@ def cache_dir() -> Path:
 def load_study(inputs: dict, patient: str) -> Study:
     pet = io.read_pet(inputs["pet"], patient=patient, units=inputs.get("pet_units", "suv"))
     ct_native = io.read_ct(inputs["ct"], patient=patient)
-    io.check_overlap(pet, ct_native, "PET", "CT", patient=patient)
+    io.check_overlap(pet, ct_native, f"PET {str(inputs['pet'])!r}", f"CT {str(inputs['ct'])!r}", patient=patient)
     ct = io.resample_to(ct_native, pet, "linear", default=-1000.0)
     path = Path(inputs["ct"])
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
