@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml tests/fixtures/bench_example_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[test]' -e tests/fixtures/bench_example_plugin
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[test,radiomics]' -e tests/fixtures/bench_example_plugin
 	touch $@
 
 # The main job: every learner on the clinical covariates of GBSG2, tracked in

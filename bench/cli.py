@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", nargs="+", default=["skeleton", "spine_dilated"], help="ROIs to outline")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
 
+    p = sub.add_parser("cache", help="feature and mask cache: info or clear")
+    p.add_argument("action", choices=["info", "clear"])
+
     splits = sub.add_parser("splits", help="make, import or verify frozen splits").add_subparsers(
         dest="splits_command", required=True, metavar="ACTION"
     )
@@ -294,7 +297,7 @@ def _data_check(args: argparse.Namespace) -> int:
 def _data_show(args: argparse.Namespace) -> int:
     from bench.errors import UsageError
     from bench.imaging.show import render_study
-    from bench.imaging.study import load_study, roi_mask
+    from bench.imaging.study import load_study
 
     cohort = _cohort(args)
     inputs = cohort.extra.get("inputs", {})
@@ -307,9 +310,30 @@ def _data_show(args: argparse.Namespace) -> int:
             raise UsageError(f"no patient {args.patient!r} in {cohort.name!r}; e.g. {', '.join(list(inputs)[:5])}")
         sample = by_patient[0]
     study = load_study(inputs[sample], sample)
-    rois = {roi: roi_mask(study, inputs[sample], roi) for roi in args.roi}
+    rois = {roi: study.roi_mask(roi) for roi in args.roi}
     out = render_study(study.pet, study.ct, rois, f"{cohort.name}: {sample}", args.out)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    import shutil
+
+    from bench.cache import FeatureCache, cache_root
+
+    features = FeatureCache.default()
+    masks = cache_root() / "masks"
+    mask_files = list(masks.glob("*.nii.gz")) if masks.exists() else []
+    if args.action == "info":
+        count, size = features.info()
+        mask_size = sum(f.stat().st_size for f in mask_files)
+        print(f"{cache_root()}: {count} feature entries ({size / 1e6:.1f} MB), "
+              f"{len(mask_files)} masks ({mask_size / 1e6:.1f} MB)")  # fmt: skip
+        return 0
+    removed = features.clear()
+    if masks.exists():
+        shutil.rmtree(masks)
+    print(f"removed {removed} feature entries and {len(mask_files)} masks from {cache_root()}")
     return 0
 
 
@@ -350,4 +374,5 @@ COMMANDS = {
     "splits": cmd_splits,
     "validate-statistics": cmd_validate_statistics,
     "data": cmd_data,
+    "cache": cmd_cache,
 }

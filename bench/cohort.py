@@ -109,6 +109,23 @@ class Cohort:
         """Outcomes as scikit-survival's structured (event, time) array."""
         return structured_y(self.event, self.time)
 
+    def subset(self, index: np.ndarray | list[int]) -> Cohort:
+        """The cohort restricted to the samples at ``index`` (same name, policy and inputs)."""
+        idx = np.asarray(index)
+        return Cohort(
+            name=self.name,
+            clinical=self.clinical.iloc[idx].copy(),
+            time=self.time[idx],
+            event=self.event[idx],
+            columns=self.columns,
+            policy=self.policy,
+            patient_ids=self.patient_ids[idx],
+            default_split=self.default_split,
+            description=self.description,
+            source=self.source,
+            extra=self.extra,
+        )
+
     def fingerprint(self) -> str:
         """sha256 over the sorted (patient, sample, time, event) rows: what a split depends on."""
         rows = sorted(

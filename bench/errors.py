@@ -47,5 +47,9 @@ class InputError(DataError):
     exit_code = 2
 
 
+class ExtractionError(BenchError):
+    """Feature extraction failed for some patients (the message lists them)."""
+
+
 class ModelError(BenchError):
     """A learner failed to fit or predict."""

@@ -7,15 +7,18 @@ deterministically, without ever seeing outcomes. It declares a ``version``
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from bench.cache import FeatureCache, entry_key
 from bench.cohort import Cohort, ColumnSpec
-from bench.errors import DataError
+from bench.errors import DataError, ExtractionError
 
 
 @dataclass(frozen=True)
@@ -48,35 +51,75 @@ class FeatureBlock:
 
 
 class Extractor:
-    """Base class; subclasses set ``name``, ``version`` and override one of the ``extract`` methods."""
+    """Base class; subclasses set ``name``, ``version`` and override one of the ``extract`` methods.
+
+    Extractors that work patient by patient (``extract_patient``) and set
+    ``cacheable`` get the content-addressed feature cache and per-patient failure
+    reporting for free: a failing patient does not stop the others, which stay
+    cached, and the run then fails with the list of failed patients.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Config: ClassVar[type] = NoOptions
+    cacheable: ClassVar[bool] = False  # per-patient features worth caching (anything that reads images)
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
-    def extract(self, cohort: Cohort, progress: bool = True) -> FeatureBlock:
+    def extract(self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None) -> FeatureBlock:
         """Features for every sample of ``cohort``; the default calls ``extract_patient`` per sample."""
         records = patient_records(cohort)
         if not records:
             raise DataError(f"cohort {cohort.name!r} has no samples to extract features from")
-        rows = []
+        if cache is None and self.cacheable:
+            cache = FeatureCache.default()
+        rows: dict[str, dict[str, float]] = {}
+        failures: list[str] = []
         for record in tqdm(records, desc=f"extract {self.name}", unit="patient", disable=not progress, leave=False):
-            values = self.extract_patient(record)
-            rows.append(np.asarray(list(values.values()), dtype=float))
-            if len(rows) == 1:
-                names = list(values)
-            elif list(values) != names:
-                raise DataError(
-                    f"extractor {self.name!r} returned different feature names for sample {record.sample_id!r}"
+            try:
+                rows[record.sample_id] = self._cached_patient(record, cache)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # reported per patient below; the others keep their cached features
+                failures.append(
+                    f"{record.sample_id} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
                 )
-        frame = pd.DataFrame(np.vstack(rows), index=cohort.sample_ids, columns=names)
-        return FeatureBlock(self.name, frame, {c: ColumnSpec("numeric") for c in names})
+        if failures:
+            shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
+            raise ExtractionError(
+                f"extractor {self.name!r} failed for {len(failures)} of {len(records)} patients: {shown}"
+                + ("; the others are cached" if cache is not None else "")
+            )
+        names = list(next(iter(rows.values())))
+        for sid, values in rows.items():
+            if list(values) != names:
+                raise DataError(f"extractor {self.name!r} returned different feature names for sample {sid!r}")
+        frame = pd.DataFrame(
+            [list(rows[s].values()) for s in cohort.sample_ids], index=cohort.sample_ids, columns=names
+        )
+        return FeatureBlock(self.name, frame.astype(float), {c: ColumnSpec("numeric") for c in names})
 
     def extract_patient(self, record: PatientRecord) -> dict[str, float]:
         raise NotImplementedError(f"extractor {self.name!r} implements neither extract nor extract_patient")
+
+    def cache_inputs(self, record: PatientRecord) -> list[Path]:
+        """The files whose content determines this patient's features (part of the cache key)."""
+        inputs = record.inputs
+        files = [inputs[k] for k in ("pet", "ct") if k in inputs]
+        files += [inputs["masks"][roi] for roi in sorted(inputs.get("masks", {}))]
+        return [Path(f) for f in files]
+
+    def _cached_patient(self, record: PatientRecord, cache: FeatureCache | None) -> dict[str, float]:
+        if cache is None:
+            return self.extract_patient(record)
+        key = entry_key(self.name, self.version, dataclasses.asdict(self.config), self.cache_inputs(record))
+        hit = cache.get(key)
+        if hit is not None:
+            return dict(zip(hit["names"].tolist(), hit["values"].tolist()))
+        values = self.extract_patient(record)
+        cache.put(key, {"names": np.array(list(values), dtype=str), "values": np.array(list(values.values()), float)})
+        return values
 
 
 def patient_records(cohort: Cohort) -> list[PatientRecord]:

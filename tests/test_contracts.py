@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from bench.datasets import load_cohort
 from bench.preprocessing import FoldPreprocessor
 from bench.registry import EXTRACTORS, MODELS
 from conftest import make_cohort
@@ -59,10 +62,22 @@ def test_model_declares_defaults_and_search_space(name: str) -> None:
     build_config(cls.Config, space, name)  # every searched key is a real option
 
 
+@pytest.fixture(scope="module")
+def imaging_cohort(tmp_path_factory: pytest.TempPathFactory):
+    """Five patients of the tiny synthetic PET/CT cohort, for extractors that read images."""
+    root = tmp_path_factory.mktemp("imaging")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_DATA_DIR", str(root / "data"))
+        mp.setenv("BENCH_CACHE_DIR", str(root / "cache"))
+        cohort = load_cohort("synthetic_mm_tiny")
+    return cohort.subset(range(5))
+
+
 @pytest.mark.parametrize("name", EXTRACTORS.names())
-def test_extractor_contract(name: str) -> None:
-    cohort = make_cohort(n_patients=25, seed=2)
+def test_extractor_contract(name: str, imaging_cohort, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cls = EXTRACTORS.load(name)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    cohort = imaging_cohort if cls.cacheable else make_cohort(n_patients=25, seed=2)
     assert cls.name == name
     first = cls().extract(cohort, progress=False)
     second = cls().extract(cohort, progress=False)
@@ -72,7 +87,7 @@ def test_extractor_contract(name: str) -> None:
     first.frame.equals(second.frame) or pytest.fail("extraction is not deterministic")
     X = FoldPreprocessor([first]).fit_transform(np.arange(cohort.n))
     assert np.isfinite(X).all(), "features are finite after in-fold preprocessing"
-    outcome_free = make_cohort(n_patients=25, seed=2)
+    outcome_free = cohort.subset(range(cohort.n))
     outcome_free.time = outcome_free.time[::-1].copy()
     outcome_free.event = ~outcome_free.event
     assert cls().extract(outcome_free, progress=False).frame.equals(first.frame), "features never see outcomes"

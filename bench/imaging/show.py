@@ -27,9 +27,7 @@ def render_study(pet: sitk.Image, ct: sitk.Image, rois: dict[str, sitk.Image], t
     nz, ny, nx = pet_a.shape
     # Panels as wide as the anatomy they show, so every view has the same physical scale.
     widths = [nx * sx, ny * sy, nx * sx, ny * sy]
-    fig, axes = plt.subplots(
-        1, 4, figsize=(14, 7), constrained_layout=True, gridspec_kw={"width_ratios": widths}
-    )
+    fig, axes = plt.subplots(1, 4, figsize=(14, 7), constrained_layout=True, gridspec_kw={"width_ratios": widths})
     views = [("PET coronal", pet_a, 1, sx), ("PET sagittal", pet_a, 2, sy),
              ("CT coronal", ct_a, 1, sx), ("CT sagittal", ct_a, 2, sy)]  # fmt: skip
     vmax = float(np.percentile(pet_a, 99.9)) or 1.0

@@ -1,0 +1,99 @@
+"""Content-addressed feature cache: every extraction happens once.
+
+A key is the sha256 of the extractor's name, version and resolved options and of
+the content of every input file. An entry is one ``.npz`` holding the arrays and
+their checksum; it is written to a temporary file and renamed, so an interrupted
+run leaves no half-written entry, and an entry that fails its checksum is
+deleted and recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def cache_root() -> Path:
+    env = os.environ.get("BENCH_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "prognosis-bench" / "cache"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, or of every file (name and bytes) in a folder such as a DICOM series."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        digest.update(f.name.encode())
+        with f.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def entry_key(name: str, version: str, options: dict, inputs: list[Path]) -> str:
+    body = json.dumps([name, version, options], sort_keys=True, default=str)
+    digest = hashlib.sha256(body.encode())
+    for path in inputs:
+        digest.update(file_digest(Path(path)).encode())
+    return digest.hexdigest()
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class FeatureCache:
+    root: Path
+
+    @classmethod
+    def default(cls) -> FeatureCache:
+        return cls(cache_root() / "features")
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files if k != "__checksum__"}
+                stored = str(data["__checksum__"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            stored, arrays = "", {}
+        if stored != _checksum(arrays):
+            path.unlink(missing_ok=True)  # damaged: recompute rather than use
+            return None
+        return arrays
+
+    def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        with tmp.open("wb") as handle:
+            np.savez(handle, __checksum__=np.array(_checksum(arrays)), **arrays)
+        os.replace(tmp, path)
+
+    def info(self) -> tuple[int, int]:
+        """Number of entries and their total size in bytes."""
+        files = list(self.root.rglob("*.npz")) if self.root.exists() else []
+        return len(files), sum(f.stat().st_size for f in files)
+
+    def clear(self) -> int:
+        count, _ = self.info()
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        return count
