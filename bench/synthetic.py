@@ -504,10 +504,10 @@ def _within(got, idx, shape) -> np.ndarray:
     other, q = got
     lo = [max(a.start, b.start) for a, b in zip(other, idx)]
     hi = [min(a.stop, b.stop) for a, b in zip(other, idx)]
-    if any(h <= l for l, h in zip(lo, hi)):
+    if any(top <= low for low, top in zip(lo, hi)):
         return mask
-    here = tuple(slice(l - b.start, h - b.start) for l, h, b in zip(lo, hi, idx))
-    there = tuple(slice(l - a.start, h - a.start) for l, h, a in zip(lo, hi, other))
+    here = tuple(slice(low - b.start, top - b.start) for low, top, b in zip(lo, hi, idx))
+    there = tuple(slice(low - a.start, top - a.start) for low, top, a in zip(lo, hi, other))
     mask[here] = q[there] <= 1
     return mask
 
