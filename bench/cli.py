@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of models and bootstrap (default 0)")
     _tracking_arg(p)
     p.add_argument("--output-json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.add_argument(
+        "--weights",
+        metavar="PATH|random",
+        help="checkpoint for extractors with pretrained weights; 'random' runs a labelled random-init control",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _baseline_args(p)
 
@@ -197,6 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         horizons=args.horizons,
         tau=args.tau,
+        weights=args.weights,
     )
     outcome = run(request, progress=not args.quiet)
     table, notes = table_lines(outcome.cohort, rows_from_outcome(outcome), _baseline(args))

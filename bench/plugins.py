@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from bench.errors import BenchError, UsageError
 from bench.options import build_config, config_to_dict, non_default_options, parse_spec
 from bench.registry import EXTRACTORS, MODELS, Entry, Registry
+from bench.weights import RANDOM, RANDOM_LABEL
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,11 @@ class PluginSpec:
     def label(self) -> str:
         """The registry key, plus the options that differ from the defaults."""
         changed = non_default_options(self.config)
-        if not changed:
-            return self.name
-        return f"{self.name}[{','.join(f'{k}={v}' for k, v in changed.items())}]"
+        weights = changed.pop("weights", None)
+        parts = [f"{k}={v}" for k, v in changed.items()]
+        if weights == RANDOM:  # a path to real weights is the normal case and stays out of the label
+            parts.append(RANDOM_LABEL)
+        return f"{self.name}[{','.join(parts)}]" if parts else self.name
 
     @property
     def version(self) -> str:
@@ -47,8 +50,12 @@ class PluginSpec:
         return hashlib.sha256(body.encode()).hexdigest()
 
 
-def resolve(registry: Registry, specs: list[str]) -> list[PluginSpec]:
-    """Expand ``all``, load each plugin and validate its options before any work starts."""
+def resolve(registry: Registry, specs: list[str], weights: str | None = None) -> list[PluginSpec]:
+    """Expand ``all``, load each plugin and validate its options before any work starts.
+
+    ``weights`` (the ``--weights`` flag) fills the ``weights`` option of every plugin
+    that has one and was not given it explicitly.
+    """
     expanded: list[str] = []
     for spec in specs:
         expanded.extend(registry.names() if spec.strip() == "all" else [spec])
@@ -59,6 +66,8 @@ def resolve(registry: Registry, specs: list[str]) -> list[PluginSpec]:
         config_cls = getattr(cls, "Config", None)
         if config_cls is None:
             raise BenchError(f"{registry.kind} {name!r} declares no Config dataclass")
+        if weights is not None and "weights" not in raw and "weights" in {f.name for f in fields(config_cls)}:
+            raw = {**raw, "weights": weights}
         config = build_config(config_cls, raw, f"{registry.kind} {name!r}")
         resolved.append(PluginSpec(name, cls, config, registry.entry(name)))
     labels = [p.label for p in resolved]
@@ -68,8 +77,8 @@ def resolve(registry: Registry, specs: list[str]) -> list[PluginSpec]:
     return resolved
 
 
-def resolve_extractors(specs: list[str]) -> list[PluginSpec]:
-    return resolve(EXTRACTORS, specs)
+def resolve_extractors(specs: list[str], weights: str | None = None) -> list[PluginSpec]:
+    return resolve(EXTRACTORS, specs, weights)
 
 
 def resolve_models(specs: list[str]) -> list[PluginSpec]:

@@ -30,6 +30,7 @@ class RunRequest:
     tracking_uri: str | None = None
     horizons: tuple[float, ...] | None = None  # for a CSV manifest, which cannot declare them
     tau: float | None = None
+    weights: str | None = None  # --weights: a checkpoint path, or "random" for a random-initialisation control
 
 
 @dataclass
@@ -83,7 +84,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
         raise BenchError(f"--bootstrap must be 0 or more, got {request.bootstrap}")
     cohort = load_cohort(request.dataset, request.horizons, request.tau)
     split = load_split(cohort, request.split or cohort.default_split)
-    extractors = resolve_extractors(list(request.extractors))
+    extractors = resolve_extractors(list(request.extractors), request.weights)
     models = resolve_models(list(request.models))
 
     tracker = Tracker(
