@@ -63,6 +63,9 @@ class Extractor:
     version: ClassVar[str] = "1"
     Config: ClassVar[type] = NoOptions
     cacheable: ClassVar[bool] = False  # per-patient features worth caching (anything that reads images)
+    # Options that make the extractor quick and offline, for the registry-driven contract tests
+    # (e.g. {"weights": "random", "max_slices": "2"}); users never see them.
+    smoke_options: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench.datasets import load_cohort
+from bench.options import build_config
 from bench.preprocessing import FoldPreprocessor
 from bench.registry import EXTRACTORS, MODELS
 from conftest import make_cohort
@@ -57,7 +58,6 @@ def test_model_declares_defaults_and_search_space(name: str) -> None:
             return choices[0]
 
     space = cls.search_space(Trial())
-    from bench.options import build_config
 
     build_config(cls.Config, space, name)  # every searched key is a real option
 
@@ -79,8 +79,9 @@ def test_extractor_contract(name: str, imaging_cohort, tmp_path: Path, monkeypat
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     cohort = imaging_cohort if cls.cacheable else make_cohort(n_patients=25, seed=2)
     assert cls.name == name
-    first = cls().extract(cohort, progress=False)
-    second = cls().extract(cohort, progress=False)
+    config = build_config(cls.Config, dict(cls.smoke_options), name)
+    first = cls(config).extract(cohort, progress=False)
+    second = cls(config).extract(cohort, progress=False)
     assert list(first.frame.index) == list(cohort.sample_ids), "rows in cohort order"
     assert first.frame.shape[1] > 0
     assert set(first.frame.columns) == set(first.columns)
@@ -90,4 +91,4 @@ def test_extractor_contract(name: str, imaging_cohort, tmp_path: Path, monkeypat
     outcome_free = cohort.subset(range(cohort.n))
     outcome_free.time = outcome_free.time[::-1].copy()
     outcome_free.event = ~outcome_free.event
-    assert cls().extract(outcome_free, progress=False).frame.equals(first.frame), "features never see outcomes"
+    assert cls(config).extract(outcome_free, progress=False).frame.equals(first.frame), "features never see outcomes"
