@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of models and bootstrap (default 0)")
     _tracking_arg(p)
     p.add_argument("--output-json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--workers", type=int, default=1, help="local processes for feature extraction (default 1)")
     p.add_argument(
         "--weights",
         metavar="PATH|random",
@@ -203,6 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         horizons=args.horizons,
         tau=args.tau,
         weights=args.weights,
+        workers=args.workers,
     )
     outcome = run(request, progress=not args.quiet)
     table, notes = table_lines(outcome.cohort, rows_from_outcome(outcome), _baseline(args))

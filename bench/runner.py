@@ -30,6 +30,7 @@ class RunRequest:
     tracking_uri: str | None = None
     horizons: tuple[float, ...] | None = None  # for a CSV manifest, which cannot declare them
     tau: float | None = None
+    workers: int = 1  # local processes for feature extraction
     weights: str | None = None  # --weights: a checkpoint path, or "random" for a random-initialisation control
 
 
@@ -111,7 +112,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     )
     try:
         for extractor in extractors:
-            block = _extract(extractor, cohort, progress)
+            block = _extract(extractor, cohort, progress, request.workers)
             for model in models:
                 bar.set_postfix_str(f"{extractor.label} x {model.label}")
                 evaluation = evaluate(
@@ -135,9 +136,9 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     return outcome
 
 
-def _extract(extractor: PluginSpec, cohort: Cohort, progress: bool) -> FeatureBlock:
+def _extract(extractor: PluginSpec, cohort: Cohort, progress: bool, workers: int) -> FeatureBlock:
     instance = extractor.cls(extractor.config)
-    block = instance.extract(cohort, progress=progress)
+    block = instance.extract(cohort, progress=progress, workers=workers)
     if list(block.frame.index) != list(cohort.sample_ids):
         raise BenchError(f"extractor {extractor.name!r} returned rows in a different order than the cohort")
     return block

@@ -8,6 +8,8 @@ deterministically, without ever seeing outcomes. It declares a ``version``
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,8 +72,13 @@ class Extractor:
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
-    def extract(self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None) -> FeatureBlock:
-        """Features for every sample of ``cohort``; the default calls ``extract_patient`` per sample."""
+    def extract(
+        self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None, workers: int = 1
+    ) -> FeatureBlock:
+        """Features for every sample of ``cohort``; the default calls ``extract_patient`` per sample.
+
+        With ``workers`` > 1 patients are extracted in that many local processes.
+        """
         records = patient_records(cohort)
         if not records:
             raise DataError(f"cohort {cohort.name!r} has no samples to extract features from")
@@ -79,15 +86,15 @@ class Extractor:
             cache = FeatureCache.default()
         rows: dict[str, dict[str, float]] = {}
         failures: list[str] = []
-        for record in tqdm(records, desc=f"extract {self.name}", unit="patient", disable=not progress, leave=False):
-            try:
-                rows[record.sample_id] = self._cached_patient(record, cache)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # reported per patient below; the others keep their cached features
-                failures.append(
-                    f"{record.sample_id} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-                )
+        bar = tqdm(total=len(records), desc=f"extract {self.name}", unit="patient", disable=not progress, leave=False)
+        for record, outcome in self._run_patients(records, cache, workers):
+            if isinstance(outcome, BaseException):  # reported below; the others keep their cached features
+                message = str(outcome).splitlines()[0] if str(outcome) else ""
+                failures.append(f"{record.sample_id} ({type(outcome).__name__}: {message})")
+            else:
+                rows[record.sample_id] = outcome
+            bar.update()
+        bar.close()
         if failures:
             shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
             raise ExtractionError(
@@ -102,6 +109,19 @@ class Extractor:
             [list(rows[s].values()) for s in cohort.sample_ids], index=cohort.sample_ids, columns=names
         )
         return FeatureBlock(self.name, frame.astype(float), {c: ColumnSpec("numeric") for c in names})
+
+    def _run_patients(self, records: list[PatientRecord], cache: FeatureCache | None, workers: int):
+        """(record, features or the exception it raised), in completion order."""
+        if workers <= 1 or len(records) <= 1:
+            for record in records:
+                yield record, _attempt(self, record, cache)
+            return
+        # spawn, not fork: a forked child of a process that already runs torch threads can deadlock
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(_attempt, self, record, cache): record for record in records}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
 
     def extract_patient(self, record: PatientRecord) -> dict[str, float]:
         raise NotImplementedError(f"extractor {self.name!r} implements neither extract nor extract_patient")
@@ -123,6 +143,16 @@ class Extractor:
         values = self.extract_patient(record)
         cache.put(key, {"names": np.array(list(values), dtype=str), "values": np.array(list(values.values()), float)})
         return values
+
+
+def _attempt(extractor: Extractor, record: PatientRecord, cache: FeatureCache | None):
+    """One patient's features, or the exception (returned, so one failure does not stop the others)."""
+    try:
+        return extractor._cached_patient(record, cache)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return exc
 
 
 def patient_records(cohort: Cohort) -> list[PatientRecord]:

@@ -144,3 +144,12 @@ def test_cache_cli_info_and_clear(tmp_path: Path) -> None:
     cleared = run_cli("cache", "clear", env=env)
     assert cleared.returncode == 0 and "removed 1 feature entries" in cleared.stdout
     assert "0 feature entries" in run_cli("cache", "info", env=env).stdout
+
+
+def test_parallel_extraction_equals_serial(tmp_path: Path) -> None:
+    cohort = load_cohort(str(_manifest(tmp_path)))
+    extractor = RadiomicsExtractor(RadiomicsConfig(roi="tumour", feature_classes=("firstorder", "glcm")))
+    serial = extractor.extract(cohort, progress=False, cache=FeatureCache(tmp_path / "a"))
+    parallel = extractor.extract(cohort, progress=False, cache=FeatureCache(tmp_path / "b"), workers=2)
+    pd.testing.assert_frame_equal(serial.frame, parallel.frame)
+    assert FeatureCache(tmp_path / "b").info()[0] == 3
