@@ -1,0 +1,193 @@
+"""The MedSAM2 memory extractor: weights routes, the direct route against sam2's video predictor, the CLI.
+
+Every model here is randomly initialised (seeded): no checkpoint is downloaded.
+One model is built per module and one set of embeddings of a synthetic study is
+shared by the tests that only read it, to keep the file quick on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sam2")
+
+from feature_extractors import medsam2_memory as m2
+from feature_extractors.medsam2_memory import MedSAM2Config, MedSAM2MemoryExtractor
+
+CONFIG = MedSAM2Config(weights="random", max_slices=3, batch_size=4)
+
+
+def synthetic_study(seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A small PET-like volume (SUV, z/y/x) with a bright 'spine' inside a larger 'skeleton' ROI."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[0:10, 0:40, 0:64]
+    body = ((y - 20) / 16.0) ** 2 + ((x - 32) / 28.0) ** 2 < 1
+    pet = np.where(body, 1.0 + 0.2 * rng.standard_normal(body.shape), 0.0)
+    spine = (np.abs(y - 26) < 4) & (np.abs(x - 32) < 4) & (z >= 1) & (z <= 8)
+    pet = np.where(spine, 3.0 + 0.5 * rng.standard_normal(body.shape), pet).astype(np.float32)
+    # Both ROIs span the same slices, so with max_slices they are prompted on the same ones.
+    skeleton = spine | ((np.abs(y - 12) < 3) & (np.abs(x - 32) < 20) & (z >= 2) & (z <= 7))
+    return pet, {"skeleton": skeleton, "spine": spine}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return m2.build_model(None, seed=0)
+
+
+@pytest.fixture(scope="module")
+def reference(model) -> tuple[dict, int]:
+    """Embeddings of both ROIs of the synthetic study, and how many slices the encoder saw."""
+    volume, masks = synthetic_study()
+    seen: list[int] = []
+    real = model.forward_image
+
+    def counting(images):
+        seen.append(images.shape[0])
+        return real(images)
+
+    with mock.patch.object(model, "forward_image", counting):
+        out = m2.embed_study(model, volume, masks, CONFIG)
+    return out, sum(seen)
+
+
+def test_shapes_finite_and_one_encoder_pass_for_two_rois(reference) -> None:
+    out, encoded = reference
+    for roi, arrays in out.items():
+        d = len(arrays["slices"])
+        assert 1 <= d <= CONFIG.max_slices, roi
+        assert arrays["memory"].shape == (d, 64, 32, 32) and arrays["memory"].dtype == np.float16
+        assert arrays["pooled"].shape == (d, 64)
+        assert arrays["obj_ptr"].shape == (d, 256)
+        assert arrays["obj_score"].shape == (d,)
+        for name in ("memory", "pooled", "obj_ptr", "obj_score"):
+            assert np.isfinite(arrays[name]).all(), (roi, name)
+    union = set(out["skeleton"]["slices"]) | set(out["spine"]["slices"])
+    assert encoded == len(union) < len(out["skeleton"]["slices"]) + len(out["spine"]["slices"])
+
+
+def test_slice_selection_and_boxes() -> None:
+    mask = np.zeros((20, 8, 16), bool)
+    mask[3:15, 2:5, 4:12] = True
+    assert m2.roi_slices(mask).tolist() == list(range(3, 15))
+    assert m2.roi_slices(mask, stride=4).tolist() == [3, 7, 11]
+    assert m2.roi_slices(mask, max_slices=3).tolist() == [3, 9, 14]  # positions 0, 5.5 -> 6, 11
+    # Box on the 512-px grid: x from column 4 to 11 of 16, y from row 2 to 4 of 8.
+    assert m2.slice_box(mask[5]).tolist() == [128.0, 128.0, 352.0, 256.0]
+
+
+def test_checkpoint_route_is_bit_identical_and_seeds_are_deterministic(model, reference, tmp_path: Path) -> None:
+    path = tmp_path / "MedSAM2_random.pt"
+    torch.save({"model": model.state_dict()}, path)  # MedSAM2's checkpoint format
+    loaded = m2.build_model(path, seed=123)  # the seed must not matter once weights are loaded
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    volume, masks = synthetic_study()
+    again = m2.embed_study(loaded, volume, masks, CONFIG)
+    for roi, arrays in reference[0].items():
+        for name, value in arrays.items():
+            assert np.array_equal(value, again[roi][name]), (roi, name)
+
+    # The same seed builds the same weights (without touching the caller's RNG); another seed does not.
+    m2._MODELS.clear()
+    state = torch.get_rng_state()
+    same = m2.build_model(None, seed=0).state_dict()
+    assert torch.equal(state, torch.get_rng_state())
+    other = m2.build_model(None, seed=1).state_dict()
+    assert all(torch.equal(v, same[k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, other[k]) for k, v in model.state_dict().items())
+
+
+def test_direct_route_matches_video_predictor(model, reference) -> None:
+    volume, masks = synthetic_study()
+    video = m2.embed_roi_video_predictor(model, volume, masks["spine"], CONFIG)
+    direct = reference[0]["spine"]
+    assert np.array_equal(video["slices"], direct["slices"])
+    ours = direct["memory"].astype(np.float32)
+    # The predictor stores bfloat16; float16 here: both are compared as float32.
+    rel = np.abs(ours - video["memory"]).mean() / np.abs(video["memory"]).mean()
+    print(f"direct vs video predictor: relative mean abs diff {rel:.2e}")
+    assert rel < 1e-2
+    np.testing.assert_allclose(direct["obj_ptr"], video["obj_ptr"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(direct["obj_score"], video["obj_score"], rtol=1e-4, atol=1e-4)
+
+
+def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import make_cohort
+
+    from bench.weights import WeightsError
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MEDSAM2_WEIGHTS", raising=False)
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")  # as on a machine without network, whatever this one has
+
+    monkeypatch.setattr("bench.weights.urllib.request.urlopen", offline)
+    with pytest.raises(WeightsError) as info:
+        MedSAM2MemoryExtractor().extract(make_cohort(4), progress=False)
+    message = str(info.value)
+    for needed in ("MedSAM2_latest.pt", "https://huggingface.co/wanglab/MedSAM2", "--weights random"):
+        assert needed in message
+
+
+def _registered_env(tmp_path: Path) -> dict[str, str]:
+    """PYTHONPATH with an entry point for medsam2_memory, for as long as pyproject does not declare it."""
+    from bench.registry import EXTRACTORS
+
+    if "medsam2_memory" in EXTRACTORS.names():
+        return {}
+    dist = tmp_path / "entry_points" / "prognosis_bench_medsam2_test-0.0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: prognosis-bench-medsam2-test\nVersion: 0.0.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[prognosis_bench.extractors]\nmedsam2_memory = feature_extractors.medsam2_memory:MedSAM2MemoryExtractor\n"
+    )
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(dist.parent), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.slow
+def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import run_cli
+
+    from bench.cache import FeatureCache
+    from bench.datasets import load_cohort
+
+    env = {
+        "BENCH_DATA_DIR": str(tmp_path / "data"),
+        "BENCH_CACHE_DIR": str(tmp_path / "cache"),
+        **_registered_env(tmp_path),
+    }
+    result = run_cli(
+        "run", "--dataset", "synthetic_mm_tiny", "--extractor", "medsam2_memory:max_slices=2", "--model", "coxnet",
+        "--weights", "random", "--bootstrap", "50", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--quiet",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "medsam2_memory[max_slices=2,random-init]" in result.stdout
+
+    # The per-slice sequences come from the cache the run filled: no model is run again.
+    for name, value in env.items():
+        if name.startswith("BENCH_"):
+            monkeypatch.setenv(name, value)
+    cohort = load_cohort("synthetic_mm_tiny")
+    extractor = MedSAM2MemoryExtractor(MedSAM2Config(weights="random", max_slices=2))
+    with mock.patch.object(m2, "embed_study", side_effect=AssertionError("cache miss")):
+        sequences = extractor.sequences(cohort)
+        block = extractor.extract(cohort, progress=False, cache=FeatureCache.default())
+    assert list(sequences) == list(cohort.sample_ids)
+    for sid, seq in sequences.items():
+        assert seq.shape == (2, 64) and np.isfinite(seq).all()
+        np.testing.assert_allclose(block.frame.loc[sid].to_numpy(), seq.astype(float).mean(axis=0), rtol=1e-6)
+    assert list(block.frame.columns) == [f"mem_{i:03d}" for i in range(64)]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
