@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="SPEC",
-        help="extractor(s), NAME or NAME:key=value,...; 'all' for every one (default: clinical)",
+        help="extractor(s), NAME or NAME:key=value,...; A+B fuses blocks by patient; 'all' for every one "
+        "(default: clinical)",
     )
     p.add_argument(
         "--model",
@@ -47,13 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH|random",
         help="checkpoint for extractors with pretrained weights; 'random' runs a labelled random-init control",
     )
+    _tuning_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _baseline_args(p)
 
-    p = sub.add_parser("leaderboard", help="render the markdown leaderboard from the MLflow runs")
+    p = sub.add_parser("grid", help="run a whole benchmark protocol from a YAML config (see configs/)")
+    p.add_argument("--config", type=Path, required=True, help="grid config, e.g. configs/demo.yaml")
+    p.add_argument("--dataset", help="run the config on this dataset or manifest instead of its own")
+    p.add_argument("--bootstrap", type=int, metavar="B", help="override the config's bootstrap replicates")
+    p.add_argument("--workers", type=int, help="override the config's extraction processes")
+    p.add_argument("--weights", metavar="PATH|random", help="override the config's weights")
+    p.add_argument("--leaderboard", type=Path, metavar="PATH", help="write the leaderboard here (and PATH.json)")
+    p.add_argument("--plan", action="store_true", help="check the config and list its rows; compute nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _tracking_arg(p)
+
+    p = sub.add_parser("leaderboard", help="render the markdown leaderboard from the MLflow runs or a results file")
     _dataset_arg(p)
     p.add_argument("--split", help="split name (default: the dataset's default)")
-    p.add_argument("--out", type=Path, help="output file (default: leaderboards/<dataset>.md)")
+    p.add_argument(
+        "--from",
+        dest="results",
+        type=Path,
+        metavar="RESULTS.json",
+        help="render from the results file `bench grid` wrote beside its leaderboard instead of MLflow",
+    )
+    p.add_argument("--out", type=Path, help="output file (default: leaderboards/<dataset>.md, or beside --from)")
     p.add_argument("--check", action="store_true", help="regenerate in memory; exit 1 with a diff if the file differs")
     _baseline_args(p)
     _tracking_arg(p)
@@ -161,6 +181,22 @@ def _baseline(args: argparse.Namespace):
     return Baseline(args.baseline, args.baseline_model)
 
 
+def _tuning_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tune",
+        type=int,
+        default=0,
+        metavar="N",
+        help="nested tuning: N Optuna (TPE) trials per outer training fold, scored by inner CV (default 0: off)",
+    )
+    p.add_argument("--tune-inner-folds", type=int, default=3, metavar="K", help="inner CV folds (default 3)")
+    p.add_argument(
+        "--optuna-storage",
+        metavar="URL",
+        help="Optuna storage, e.g. sqlite:///optuna.db, so trials persist and workers can share them",
+    )
+
+
 def _tracking_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db in the working directory)")
 
@@ -205,6 +241,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         tau=args.tau,
         weights=args.weights,
         workers=args.workers,
+        tune=args.tune,
+        tune_inner_folds=args.tune_inner_folds,
+        optuna_storage=args.optuna_storage,
     )
     outcome = run(request, progress=not args.quiet)
     table, notes = table_lines(outcome.cohort, rows_from_outcome(outcome), _baseline(args))
@@ -222,22 +261,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    from bench.grid import baseline_labels, check_plan, load_config, run_grid
+    from leaderboards.render import Baseline, render, rows_from_outcome
+    from leaderboards.results import rounded, save_results
+
+    overrides = {"dataset": args.dataset, "bootstrap": args.bootstrap, "workers": args.workers}
+    overrides.update({"weights": args.weights, "tracking_uri": args.tracking_uri})
+    config = load_config(args.config, overrides)
+    if args.plan:
+        for features, models in check_plan(config):
+            print(f"{features}: {', '.join(models)}")
+        return 0
+    outcome = run_grid(config, progress=not args.quiet)
+    rows = rounded(rows_from_outcome(outcome))
+    baseline = Baseline(*baseline_labels(config))
+    out = args.leaderboard or (config.leaderboard if not args.dataset else None)
+    out = out or Path("leaderboards") / f"{outcome.cohort.name}.md"
+    source = f"bench grid --config {args.config}"
+    save_results(out.with_suffix(".json"), outcome.cohort, outcome.split, rows, baseline, source)
+    text = render(outcome.cohort, outcome.split, rows, baseline, source)
+    _write_atomic(out, text)
+    print(text, end="")
+    print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+    print(
+        f"MLflow parent run {outcome.parent_run_id}; browse every run with: "
+        f"mlflow ui --backend-store-uri {config.request.tracking_uri or 'sqlite:///mlflow.db'}"
+    )
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import leaderboards
     from leaderboards.render import render, rows_from_mlflow, write_or_check
     from splits.frozen import load_split
 
-    cohort = _cohort(args)
-    split = load_split(cohort, args.split or cohort.default_split)
-    text = render(cohort, split, rows_from_mlflow(args.tracking_uri, cohort.name, split), _baseline(args))
-    out = args.out or Path(leaderboards.__file__).parent / f"{cohort.name}.md"
+    if args.results:
+        from leaderboards.results import load_results
+
+        results = load_results(args.results)
+        text = render(results.protocol, results.split, results.rows, results.baseline, results.source)
+        out = args.out or args.results.with_suffix(".md")
+        regenerate = results.source
+    else:
+        cohort = _cohort(args)
+        split = load_split(cohort, args.split or cohort.default_split)
+        text = render(cohort, split, rows_from_mlflow(args.tracking_uri, cohort.name, split), _baseline(args))
+        out = args.out or Path(leaderboards.__file__).parent / f"{cohort.name}.md"
+        regenerate = f"bench leaderboard --dataset {cohort.name}"
     diff = write_or_check(text, out, args.check)
     if diff is not None:
         sys.stdout.write(diff)
-        print(
-            f"bench: {out} is out of date; regenerate it with: bench leaderboard --dataset {cohort.name}",
-            file=sys.stderr,
-        )
+        print(f"bench: {out} is out of date; regenerate it with: {regenerate}", file=sys.stderr)
         return 1
     if not args.check:
         print(text, end="")
@@ -378,6 +453,7 @@ def _write_atomic(path: Path, text: str) -> None:
 COMMANDS = {
     "list": cmd_list,
     "run": cmd_run,
+    "grid": cmd_grid,
     "leaderboard": cmd_leaderboard,
     "splits": cmd_splits,
     "validate-statistics": cmd_validate_statistics,

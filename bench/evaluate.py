@@ -31,17 +31,24 @@ class Evaluation:
     predictions: pd.DataFrame  # out-of-fold: sample_id, patient_id, repeat, fold, time, event, risk
     replicates: pd.DataFrame  # bootstrap fold means, one column per metric, one row per replicate
     fold_reasons: dict[str, dict[str, str]] = field(default_factory=dict)  # fold key -> metric -> reason
+    tuned: dict[str, dict] = field(default_factory=dict)  # fold key -> options chosen by nested tuning
 
 
 def evaluate(
     cohort: Cohort,
     split: Split,
     blocks: list[FeatureBlock],
-    make_model: Callable[[], SurvivalModel],
+    make_model: Callable[..., SurvivalModel],
     bootstrap: int = 1000,
     seed: int = 0,
     on_fold: Callable[[str], None] | None = None,
+    tune: Callable[[np.ndarray, str], dict] | None = None,
 ) -> Evaluation:
+    """Out-of-fold evaluation; ``make_model(options)`` builds a fresh model with tuned options, if any.
+
+    ``tune(train_index, fold_key)`` (nested tuning) sees the outer training rows only
+    and returns the options for that fold's model.
+    """
     policy = cohort.policy
     y = cohort.y
     names = metric_names(policy)
@@ -49,12 +56,15 @@ def evaluate(
     replicate_sums = {m: np.zeros(bootstrap) for m in names}
     fold_reasons: dict[str, dict[str, str]] = {}
     prediction_parts = []
+    tuned: dict[str, dict] = {}
     folds = split.folds(cohort)
     for fold in folds:
+        if tune is not None:
+            tuned[fold.key] = tune(fold.train, fold.key)
         pre = FoldPreprocessor(blocks)
         X_train = pre.fit_transform(fold.train)
         X_test = pre.transform(fold.test)
-        model = make_model()
+        model = make_model(tuned.get(fold.key)).with_layout(pre.layout)
         model.fit(X_train, y[fold.train])
         risk = model.predict(X_test)
         if not np.isfinite(risk).all():
@@ -100,4 +110,5 @@ def evaluate(
         predictions=pd.concat(prediction_parts, ignore_index=True),
         replicates=pd.DataFrame(replicate_means) if bootstrap else pd.DataFrame(),
         fold_reasons=fold_reasons,
+        tuned=tuned,
     )

@@ -27,7 +27,7 @@ class PluginSpec:
         """The registry key, plus the options that differ from the defaults."""
         changed = non_default_options(self.config)
         weights = changed.pop("weights", None)
-        parts = [f"{k}={v}" for k, v in changed.items()]
+        parts = [f"{k}={_option_text(v)}" for k, v in changed.items()]
         if weights == RANDOM:  # a path to real weights is the normal case and stays out of the label
             parts.append(RANDOM_LABEL)
         return f"{self.name}[{','.join(parts)}]" if parts else self.name
@@ -83,3 +83,10 @@ def resolve_extractors(specs: list[str], weights: str | None = None) -> list[Plu
 
 def resolve_models(specs: list[str]) -> list[PluginSpec]:
     return resolve(MODELS, specs)
+
+
+def _option_text(value: Any) -> str:
+    """An option value as it is typed on the command line (tuples with '/')."""
+    if isinstance(value, tuple):
+        return "/".join(str(v) for v in value)
+    return str(value)

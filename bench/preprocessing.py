@@ -92,22 +92,74 @@ class BlockPreprocessor:
         return values
 
 
+@dataclass
+class SequencePreprocessor:
+    """Standardise each per-slice feature over the real slices of the training rows; padding stays 0.
+
+    Output columns: the sequence flattened slice-major, then one mask flag per slice
+    (the layout ``survival_models.base.BlockLayout`` describes).
+    """
+
+    prefix: str = ""
+    means_: np.ndarray | None = None
+    scales_: np.ndarray | None = None
+    feature_names_: list[str] = field(default_factory=list)
+
+    def fit(self, values: np.ndarray, mask: np.ndarray) -> SequencePreprocessor:
+        real = values[mask]
+        self.means_ = real.mean(axis=0)
+        scales = real.std(axis=0)
+        self.scales_ = np.where(scales > 0, scales, 1.0)
+        slices, features = values.shape[1:]
+        self.feature_names_ = [f"{self.prefix}s{d}:f{k}" for d in range(slices) for k in range(features)]
+        self.feature_names_ += [f"{self.prefix}s{d}:mask" for d in range(slices)]
+        return self
+
+    def transform(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        scaled = np.where(mask[..., None], (values - self.means_) / self.scales_, 0.0)
+        return np.hstack([scaled.reshape(len(values), -1), mask.astype(float)])
+
+
 class FoldPreprocessor:
     """Preprocess several feature blocks, each on its own, and join them (late fusion)."""
 
     def __init__(self, blocks: list):
         self.blocks = blocks
         multi = len(blocks) > 1
-        self.parts = [BlockPreprocessor(b.columns, prefix=f"{b.name}:" if multi else "") for b in blocks]
+        self.parts = [
+            SequencePreprocessor(f"{b.name}:" if multi else "")
+            if b.sequence is not None
+            else BlockPreprocessor(b.columns, prefix=f"{b.name}:" if multi else "")
+            for b in blocks
+        ]
 
     def fit_transform(self, train_index: np.ndarray) -> np.ndarray:
         for block, part in zip(self.blocks, self.parts):
-            part.fit(block.frame.iloc[train_index])
+            part.fit(*self._inputs(block, train_index))
         return self.transform(train_index)
 
     def transform(self, index: np.ndarray) -> np.ndarray:
-        return np.hstack([p.transform(b.frame.iloc[index]) for b, p in zip(self.blocks, self.parts)])
+        return np.hstack([p.transform(*self._inputs(b, index)) for b, p in zip(self.blocks, self.parts)])
+
+    @staticmethod
+    def _inputs(block, index: np.ndarray) -> tuple:
+        if block.sequence is not None:
+            return block.sequence[index], block.sequence_mask[index]
+        return (block.frame.iloc[index],)
 
     @property
     def feature_names(self) -> list[str]:
         return [n for p in self.parts for n in p.feature_names_]
+
+    @property
+    def layout(self) -> tuple:
+        """Where each block's columns are, for models that treat blocks or sequences separately (after fit)."""
+        from survival_models.base import BlockLayout
+
+        out, start = [], 0
+        for block, part in zip(self.blocks, self.parts):
+            stop = start + len(part.feature_names_)
+            shape = tuple(block.sequence.shape[1:]) if block.sequence is not None else None
+            out.append(BlockLayout(block.name, start, stop, shape))
+            start = stop
+        return tuple(out)

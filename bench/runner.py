@@ -1,7 +1,13 @@
-"""``bench run``: cross extractors with models on one dataset and split, track every combination."""
+"""``bench run`` and ``bench grid``: evaluate feature x model rows on one dataset and split, track every one.
+
+A row's features are one extractor or several joined by ``+`` (late fusion: blocks
+joined by patient, each preprocessed in-fold on its own). Every extractor runs once
+per invocation, however many rows use it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -11,18 +17,21 @@ from tqdm.auto import tqdm
 
 from bench.cohort import Cohort
 from bench.datasets import load_cohort
-from bench.errors import BenchError
+from bench.errors import BenchError, UsageError
 from bench.evaluate import Evaluation, evaluate
 from bench.plugins import PluginSpec, resolve_extractors, resolve_models
+from bench.registry import EXTRACTORS
 from bench.tracking import Tracker, dumps
+from bench.tuning import TuningSpec, tune_fold
 from feature_extractors.base import FeatureBlock
 from splits.frozen import Split, load_split
+from survival_models.base import SurvivalModel
 
 
 @dataclass(frozen=True)
 class RunRequest:
     dataset: str
-    extractors: tuple[str, ...] = ("clinical",)
+    extractors: tuple[str, ...] = ("clinical",)  # each "A" or a fusion "A+B+C"
     models: tuple[str, ...] = ("coxph",)
     split: str | None = None  # the dataset's default split when None
     bootstrap: int = 1000
@@ -32,19 +41,67 @@ class RunRequest:
     tau: float | None = None
     workers: int = 1  # local processes for feature extraction
     weights: str | None = None  # --weights: a checkpoint path, or "random" for a random-initialisation control
+    tune: int = 0  # Optuna trials per outer training fold (0: the models' own options, untuned)
+    tune_inner_folds: int = 3  # inner CV folds on each outer training fold
+    optuna_storage: str | None = None  # e.g. sqlite:///optuna.db: trials persist and can be shared
+    # Explicit (features, models) rows, as `bench grid` gives them; None: every extractor with every model.
+    rows: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+
+    def planned_rows(self) -> list[tuple[str, tuple[str, ...]]]:
+        if self.rows is not None:
+            return [(features, tuple(models)) for features, models in self.rows]
+        return [(features, tuple(self.models)) for features in self.extractors]
+
+
+@dataclass(frozen=True)
+class Features:
+    """The feature side of a row: one extractor, or several fused by ``+``."""
+
+    parts: tuple[PluginSpec, ...]
+
+    @property
+    def label(self) -> str:
+        return "+".join(p.label for p in self.parts)
+
+    @property
+    def name(self) -> str:
+        return "+".join(p.name for p in self.parts)
+
+    def digest(self) -> str:
+        if len(self.parts) == 1:  # a single extractor keeps its own digest (and so its run names)
+            return self.parts[0].digest()
+        return hashlib.sha256("+".join(p.digest() for p in self.parts).encode()).hexdigest()
+
+    def params(self) -> dict[str, str]:
+        if len(self.parts) == 1:
+            return self.parts[0].params("extractor")
+        out = {"extractor.fusion": self.label}
+        for i, part in enumerate(self.parts):
+            out.update(part.params(f"extractor{i}"))
+        return out
 
 
 @dataclass
 class CombinationResult:
-    extractor: PluginSpec
+    extractor: Features
     model: PluginSpec
     evaluation: Evaluation
     run_name: str
     run_id: str = ""
+    tuning: TuningSpec | None = None
+
+    @property
+    def model_label(self) -> str:
+        """The model's label, plus the number of tuning trials when its options were tuned."""
+        if self.tuning is None:
+            return self.model.label
+        label = self.model.label
+        body = label[len(self.model.name) + 1 : -1] if label.endswith("]") else ""
+        return f"{self.model.name}[{','.join(filter(None, [body, f'tune={self.tuning.trials}']))}]"
 
     @property
     def label(self) -> str:
-        return f"{self.extractor.label} x {self.model.label}"
+        return f"{self.extractor.label} x {self.model_label}"
 
 
 @dataclass
@@ -69,7 +126,7 @@ class RunOutcome:
             "results": [
                 {
                     "extractor": r.extractor.label,
-                    "model": r.model.label,
+                    "model": r.model_label,
                     "run_id": r.run_id,
                     "run_name": r.run_name,
                     "metrics": {m: s.as_dict() for m, s in r.evaluation.metrics.items()},
@@ -80,13 +137,20 @@ class RunOutcome:
 
 
 def run(request: RunRequest, progress: bool = True) -> RunOutcome:
-    """Validate everything first, then extract, evaluate and track each combination."""
+    """Validate everything first, then extract, evaluate and track each row."""
     if request.bootstrap < 0:
         raise BenchError(f"--bootstrap must be 0 or more, got {request.bootstrap}")
+    if request.tune < 0 or request.tune_inner_folds < 2:
+        raise UsageError(f"--tune must be 0 or more and inner folds at least 2, got {request.tune}, "
+                         f"{request.tune_inner_folds}")  # fmt: skip
     cohort = load_cohort(request.dataset, request.horizons, request.tau)
     split = load_split(cohort, request.split or cohort.default_split)
-    extractors = resolve_extractors(list(request.extractors), request.weights)
-    models = resolve_models(list(request.models))
+    plan = resolve_plan(request)
+    tuning = (
+        TuningSpec(request.tune, request.tune_inner_folds, request.optuna_storage, f"{cohort.name}-{split.name}")
+        if request.tune
+        else None
+    )
 
     tracker = Tracker(
         request.tracking_uri,
@@ -95,36 +159,42 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
             "dataset": cohort.name,
             "split": split.name,
             "split_sha256": split.sha256,
-            "extractors": ",".join(e.label for e in extractors),
-            "models": ",".join(m.label for m in models),
+            "rows": json.dumps([[f.label, [m.label for m in models]] for f, models in plan]),
             "bootstrap": request.bootstrap,
             "seed": request.seed,
+            "tune": request.tune,
         },
     )
     outcome = RunOutcome(cohort, split, request, tracker.parent_run_id)
     n_folds = len(split.assignments) * split.n_folds
     bar = tqdm(
-        total=len(extractors) * len(models) * n_folds,
+        total=sum(len(models) for _, models in plan) * n_folds,
         desc="evaluate",
         unit="fold",
         disable=not progress,
         file=sys.stderr,
     )
+    blocks: dict[str, FeatureBlock] = {}
     try:
-        for extractor in extractors:
-            block = _extract(extractor, cohort, progress, request.workers)
+        for features, models in plan:
+            for part in features.parts:
+                if part.digest() not in blocks:
+                    blocks[part.digest()] = _extract(part, cohort, progress, request.workers)
+            row_blocks = [blocks[p.digest()] for p in features.parts]
             for model in models:
-                bar.set_postfix_str(f"{extractor.label} x {model.label}")
+                bar.set_postfix_str(f"{features.label} x {model.label}")
                 evaluation = evaluate(
                     cohort,
                     split,
-                    [block],
-                    lambda: model.cls(model.config, random_state=request.seed),
+                    row_blocks,
+                    _model_factory(model, request.seed),
                     bootstrap=request.bootstrap,
                     seed=request.seed,
                     on_fold=lambda _key: bar.update(),
+                    tune=_tuner(model, row_blocks, cohort, tuning, features, request.seed) if tuning else None,
                 )
-                result = CombinationResult(extractor, model, evaluation, _run_name(extractor, model, split, request))
+                name = _run_name(features, model, split, request)
+                result = CombinationResult(features, model, evaluation, name, tuning=tuning)
                 result.run_id = _track(tracker, result, cohort, split, request)
                 outcome.results.append(result)
     except BaseException:
@@ -136,20 +206,76 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     return outcome
 
 
+def resolve_plan(request: RunRequest) -> list[tuple[Features, list[PluginSpec]]]:
+    """Load and validate every plugin and option of every row before any work starts."""
+    plan = []
+    seen: set[tuple[str, str]] = set()
+    rows = []
+    for spec, model_specs in request.planned_rows():  # "all" is every registered extractor, each in its own row
+        rows += [(name, model_specs) for name in EXTRACTORS.names()] if spec.strip() == "all" else [(spec, model_specs)]
+    for spec, model_specs in rows:
+        parts = spec.split("+")
+        if any(not p.strip() for p in parts):
+            raise UsageError(f"empty extractor in {spec!r}; join extractors with '+', e.g. radiomics+clinical")
+        features = Features(tuple(resolve_extractors(parts, request.weights)))
+        labels = [p.label for p in features.parts]
+        if len(set(labels)) < len(labels):
+            raise UsageError(f"{spec!r} fuses the same extractor twice")
+        models = resolve_models(list(model_specs))
+        for model in models:
+            sequences = [p.label for p in features.parts if p.cls(p.config).produces_sequence()]
+            if sequences and not getattr(model.cls, "reads_sequences", False):
+                raise UsageError(
+                    f"{sequences[0]} gives per-slice sequences, which model {model.name!r} cannot read; "
+                    "use a model that pools them (deepsurv) or the extractor's pool=mean"
+                )
+            key = (features.label, model.label)
+            if key in seen:
+                raise UsageError(f"row {features.label} x {model.label} is given twice")
+            seen.add(key)
+        plan.append((features, models))
+    return plan
+
+
+def _model_factory(model: PluginSpec, seed: int):
+    def make(params: dict | None = None) -> SurvivalModel:
+        config = dataclasses.replace(model.config, **params) if params else model.config
+        return model.cls(config, random_state=seed)
+
+    return make
+
+
+def _tuner(
+    model: PluginSpec, blocks: list[FeatureBlock], cohort: Cohort, tuning: TuningSpec, features: Features, seed: int
+):
+    # One Optuna study per row and fold: a shared storage must never resume another row's study.
+    spec = dataclasses.replace(tuning, study_prefix=f"{tuning.study_prefix}-{features.label}-{model.label}")
+
+    def tune(train_index, fold_key: str) -> dict:
+        found = tune_fold(
+            model, blocks, cohort.y, cohort.patient_ids, train_index, spec, seed, fold_key, random_state=seed
+        )
+        return found.params
+
+    return tune
+
+
 def _extract(extractor: PluginSpec, cohort: Cohort, progress: bool, workers: int) -> FeatureBlock:
     instance = extractor.cls(extractor.config)
     block = instance.extract(cohort, progress=progress, workers=workers)
     if list(block.frame.index) != list(cohort.sample_ids):
         raise BenchError(f"extractor {extractor.name!r} returned rows in a different order than the cohort")
+    block.name = extractor.label  # fused blocks are told apart by their labels (column prefixes, layouts)
     return block
 
 
-def _run_name(extractor: PluginSpec, model: PluginSpec, split: Split, request: RunRequest) -> str:
+def _run_name(features: Features, model: PluginSpec, split: Split, request: RunRequest) -> str:
     """Deterministic: the same configuration on the same split and seed gets the same name."""
-    body = json.dumps(
-        [extractor.digest(), model.digest(), split.sha256, request.seed, request.bootstrap], sort_keys=True
-    )
-    return f"{extractor.name}-{model.name}-{hashlib.sha256(body.encode()).hexdigest()[:8]}"
+    parts: list = [features.digest(), model.digest(), split.sha256, request.seed, request.bootstrap]
+    if request.tune:  # kept out of untuned names, so those stay what they were
+        parts.append([request.tune, request.tune_inner_folds])
+    body = json.dumps(parts, sort_keys=True)
+    return f"{features.name}-{model.name}-{hashlib.sha256(body.encode()).hexdigest()[:8]}"
 
 
 def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: Split, request: RunRequest) -> str:
@@ -165,12 +291,16 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
         "seed": request.seed,
         "bootstrap": request.bootstrap,
         **{f"policy.{k}": v for k, v in cohort.policy.as_params().items()},
-        **result.extractor.params("extractor"),
+        **result.extractor.params(),
         **result.model.params("model"),
     }
+    if result.tuning is not None:
+        params.update({"tune.trials": result.tuning.trials, "tune.inner_folds": result.tuning.inner_folds})
+        for fold_key, chosen in evaluation.tuned.items():
+            params.update({f"tuned.{fold_key}.{k}": json.dumps(v) for k, v in chosen.items()})
     tags = {
         "bench.extractor": result.extractor.label,
-        "bench.model": result.model.label,
+        "bench.model": result.model_label,
         **{f"bench.reason.{m}": s.reason[:5000] for m, s in evaluation.metrics.items() if s.reason},
     }
     metrics = {m: s.as_dict() for m, s in evaluation.metrics.items()}
@@ -178,6 +308,8 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
         "predictions.csv": evaluation.predictions.to_csv(index=False),
         "metrics.json": dumps({"metrics": metrics, "fold_reasons": evaluation.fold_reasons}),
     }
+    if evaluation.tuned:
+        artifacts["tuning.json"] = dumps(evaluation.tuned)
     if not evaluation.replicates.empty:
         artifacts["bootstrap_replicates.csv"] = evaluation.replicates.to_csv(index_label="replicate")
     return tracker.log_combination(result.run_name, params, tags, metrics, artifacts)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +47,24 @@ class FeatureBlock:
     name: str
     frame: pd.DataFrame  # index: sample id, in cohort order
     columns: dict[str, ColumnSpec]
+    # Per-slice vectors [n, slices, features], zero-padded, with a [n, slices] mask of real slices, for
+    # heads that pool over depth themselves; when set, models see this instead of ``frame``.
+    sequence: np.ndarray | None = None
+    sequence_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in self.frame.columns if c not in self.columns]
         if missing:
             raise DataError(f"feature block {self.name!r}: no type declared for columns {missing}")
+        if self.sequence is not None:
+            n = len(self.frame)
+            if self.sequence.ndim != 3 or len(self.sequence) != n:
+                raise DataError(f"feature block {self.name!r}: sequence must be [{n}, slices, features]")
+            if self.sequence_mask is None or self.sequence_mask.shape != self.sequence.shape[:2]:
+                raise DataError(f"feature block {self.name!r}: sequence_mask must be [{n}, slices]")
+            empty = np.flatnonzero(~self.sequence_mask.any(axis=1))
+            if empty.size:
+                raise DataError(f"feature block {self.name!r}: sample {self.frame.index[empty[0]]!r} has no slice")
 
 
 class Extractor:
@@ -118,10 +133,15 @@ class Extractor:
             return
         # spawn, not fork: a forked child of a process that already runs torch threads can deadlock
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
             futures = {pool.submit(_attempt, self, record, cache): record for record in records}
             for future in as_completed(futures):
                 yield futures[future], future.result()
+
+    def produces_sequence(self) -> bool:
+        """Whether blocks carry per-slice sequences that only a model with ``reads_sequences`` can use."""
+        return False
 
     def extract_patient(self, record: PatientRecord) -> dict[str, float]:
         raise NotImplementedError(f"extractor {self.name!r} implements neither extract nor extract_patient")
@@ -145,13 +165,21 @@ class Extractor:
         return values
 
 
+def _limit_threads(threads: int) -> None:
+    """Share the cores among the worker processes: oversubscribed OpenMP threads make torch many times slower."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def _attempt(extractor: Extractor, record: PatientRecord, cache: FeatureCache | None):
     """One patient's features, or the exception (returned, so one failure does not stop the others)."""
     try:
         return extractor._cached_patient(record, cache)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of one patient is reported with the others
         return exc
 
 

@@ -61,7 +61,9 @@ OVERRIDES = {
 class MedSAM2Config:
     modality: Literal["pet", "ct"] = "pet"  # which image is encoded
     roi: str = "skeleton"  # skeleton, spine, spine_dilated, or any mask_<roi> of the manifest
-    pool: Literal["mean", "sequence"] = "mean"  # mean: average over slices; sequence: for heads that read sequences()
+    # mean: average over slices and space (a flat vector for any model); attention: the per-slice vectors
+    # [slices, 64], pooled by gated attention learned with the survival head (a model that reads sequences)
+    pool: Literal["mean", "attention"] = "mean"
     weights: str = ""  # "" resolves path/env/cache/download; "random" = explicit random-init control; or a path
     seed: int = 0  # seeds the random initialisation (weights="random")
     device: Literal["cpu", "cuda"] = "cpu"  # where the model runs
@@ -336,7 +338,8 @@ class MedSAM2MemoryExtractor(Extractor):
         key = None
         if cache is not None:
             options = {**dataclasses.asdict(self.config), "_meta": self._meta()}
-            options.pop("batch_size")  # does not change the result
+            for unused in ("batch_size", "pool"):  # neither changes the cached arrays: poolings share entries
+                options.pop(unused)
             key = entry_key(self.name, self.version, options, self.cache_inputs(record))
             hit = cache.get(key)
             if hit is not None:
@@ -368,7 +371,6 @@ class MedSAM2MemoryExtractor(Extractor):
         return self._features(self.embeddings(record, cache))
 
     def _features(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        # pool="sequence" keeps the same fixed-length summary here; sequence heads read sequences().
         vector = np.asarray(arrays["pooled"], dtype=np.float64).mean(axis=0)
         return {f"mem_{i:03d}": float(v) for i, v in enumerate(vector)}
 
@@ -378,7 +380,15 @@ class MedSAM2MemoryExtractor(Extractor):
         self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None, **kwargs
     ) -> FeatureBlock:
         self.weights_path()  # a missing checkpoint stops the run here, not once per patient
-        return super().extract(cohort, progress=progress, cache=cache, **kwargs)
+        cache = cache if cache is not None else FeatureCache.default()
+        block = super().extract(cohort, progress=progress, cache=cache, **kwargs)
+        if self.config.pool == "attention":
+            block.sequence, block.sequence_mask = padded(self.sequences(cohort, cache), cohort.sample_ids)
+            block.__post_init__()
+        return block
+
+    def produces_sequence(self) -> bool:
+        return self.config.pool == "attention"
 
     def sequences(self, cohort: Cohort, cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
         """Per-slice pooled memory vectors [D, 64] of every sample (for attention pooling over depth)."""
@@ -395,3 +405,16 @@ class MedSAM2MemoryExtractor(Extractor):
         if supplied is not None:
             files.append(Path(supplied))
         return files
+
+
+def padded(sequences: dict[str, np.ndarray], order) -> tuple[np.ndarray, np.ndarray]:
+    """Per-slice vectors of every sample, zero-padded to the longest: values [n, D, F] and mask [n, D]."""
+    depth = max(len(v) for v in sequences.values())
+    features = next(iter(sequences.values())).shape[1]
+    values = np.zeros((len(order), depth, features), np.float64)
+    mask = np.zeros((len(order), depth), bool)
+    for i, sid in enumerate(order):
+        seq = np.asarray(sequences[sid], np.float64)
+        values[i, : len(seq)] = seq
+        mask[i, : len(seq)] = True
+    return values, mask

@@ -1,0 +1,185 @@
+"""``bench grid --config FILE.yaml``: a whole benchmark protocol from one config file.
+
+The config names the dataset and split, the extractors with their options, the
+rows (an extractor or a ``+`` fusion of several, each with the models to fit),
+tuning, bootstrap, the baseline and where the leaderboard goes. Every name and
+option is checked before any work starts; unknown keys are errors, not ignored.
+
+    dataset: synthetic_mm          # a registered dataset or a manifest path
+    split: cv5                     # optional: the dataset's default
+    seed: 0
+    bootstrap: 1000
+    weights: random                # optional: checkpoint path, or random (labelled [random-init])
+    workers: 2                     # local processes for feature extraction
+    tune: {trials: 0, inner_folds: 3, storage: null}
+    extractors:                    # short names for extractor specs, used in rows
+      pet: medsam2_memory:modality=pet,roi=spine_dilated
+    models: [coxnet, rsf, deepsurv]   # for rows that do not name their own
+    rows:
+      - clinical
+      - pet+clinical
+      - {features: pet, models: [deepsurv]}
+    baseline: {extractor: clinical, model: coxph}
+    leaderboard: leaderboards/synthetic_mm.md   # results go beside it as .json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import UsageError
+from bench.runner import RunOutcome, RunRequest, resolve_plan, run
+
+TOP_KEYS = {
+    "dataset", "split", "seed", "bootstrap", "weights", "workers", "tune", "extractors", "models", "rows",
+    "baseline", "leaderboard", "tracking_uri", "description",
+}  # fmt: skip
+TUNE_KEYS = {"trials", "inner_folds", "storage"}
+
+
+@dataclass
+class GridConfig:
+    path: Path
+    request: RunRequest
+    baseline_extractor: str = "clinical"
+    baseline_model: str | None = None
+    leaderboard: Path | None = None
+    description: str = ""
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConfig:
+    """Read and check a grid config; ``overrides`` (from the command line) replace top-level keys."""
+    try:
+        body = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no config file {path}; see configs/ for examples") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(body, dict):
+        raise UsageError(f"{path} must be a YAML mapping of {', '.join(sorted(TOP_KEYS))}")
+    body.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = sorted(set(body) - TOP_KEYS)
+    if unknown:
+        raise UsageError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(TOP_KEYS))}")
+    for key in ("dataset", "rows"):
+        if key not in body:
+            raise UsageError(f"{path}: {key!r} is required")
+
+    aliases = _mapping(body.get("extractors", {}), f"{path}: extractors")
+    default_models = _names(body.get("models", ["coxph"]), f"{path}: models")
+    rows = []
+    for i, item in enumerate(_list(body["rows"], f"{path}: rows")):
+        where = f"{path}: rows[{i}]"
+        if isinstance(item, str):
+            features, models = item, default_models
+        elif isinstance(item, dict) and set(item) <= {"features", "models"} and "features" in item:
+            features, models = str(item["features"]), _names(item.get("models", default_models), where)
+        else:
+            raise UsageError(f"{where} must be a string or {{features: ..., models: [...]}}, got {item!r}")
+        parts = [aliases.get(p.strip(), p.strip()) for p in features.split("+")]
+        rows.append(("+".join(parts), tuple(models)))
+
+    tune = _mapping(body.get("tune") or {}, f"{path}: tune")
+    bad = sorted(set(tune) - TUNE_KEYS)
+    if bad:
+        raise UsageError(f"{path}: unknown tune key {bad[0]!r}; valid: {', '.join(sorted(TUNE_KEYS))}")
+    baseline = _mapping(body.get("baseline") or {}, f"{path}: baseline")
+    baseline_extractor = str(baseline.get("extractor", "clinical"))
+    request = RunRequest(
+        dataset=str(body["dataset"]),
+        split=body.get("split"),
+        bootstrap=_int(body.get("bootstrap", 1000), f"{path}: bootstrap"),
+        seed=_int(body.get("seed", 0), f"{path}: seed"),
+        tracking_uri=body.get("tracking_uri"),
+        workers=_int(body.get("workers", 1), f"{path}: workers"),
+        weights=None if body.get("weights") is None else str(body["weights"]),
+        tune=_int(tune.get("trials", 0), f"{path}: tune.trials"),
+        tune_inner_folds=_int(tune.get("inner_folds", 3), f"{path}: tune.inner_folds"),
+        optuna_storage=tune.get("storage"),
+        rows=tuple(rows),
+    )
+    leaderboard = body.get("leaderboard")
+    return GridConfig(
+        Path(path),
+        request,
+        aliases.get(baseline_extractor, baseline_extractor),
+        baseline.get("model"),
+        Path(leaderboard) if leaderboard else None,
+        str(body.get("description", "")),
+        aliases,
+    )
+
+
+def check_plan(config: GridConfig) -> list[tuple[str, list[str]]]:
+    """Resolve every row (plugins load, options validate) and the baseline row; nothing is computed."""
+    plan = resolve_plan(config.request)
+    labels = [(features.label, [m.label for m in models]) for features, models in plan]
+    baseline = _label_of(config.baseline_extractor, config.request.weights)
+    if not any(f == baseline for f, _ in labels):
+        raise UsageError(f"{config.path}: baseline extractor {baseline!r} is not one of the rows")
+    if config.baseline_model is not None:
+        model = _label_of_model(config.baseline_model)
+        if not any(f == baseline and model in ms for f, ms in labels):
+            raise UsageError(f"{config.path}: no row {baseline} x {model} to compare with; add it to rows")
+    return labels
+
+
+def run_grid(config: GridConfig, progress: bool = True) -> RunOutcome:
+    check_plan(config)
+    return run(config.request, progress=progress)
+
+
+def baseline_labels(config: GridConfig) -> tuple[str, str | None]:
+    """The baseline as leaderboard labels (the extractor's resolved label, the model's label)."""
+    model = None
+    if config.baseline_model is not None:
+        model = _label_of_model(config.baseline_model)
+        if config.request.tune:
+            model = _tuned_label(model, config.request.tune)
+    return _label_of(config.baseline_extractor, config.request.weights), model
+
+
+def _label_of(spec: str, weights: str | None) -> str:
+    from bench.plugins import resolve_extractors
+
+    return "+".join(p.label for p in resolve_extractors(spec.split("+"), weights))
+
+
+def _label_of_model(spec: str) -> str:
+    from bench.plugins import resolve_models
+
+    return resolve_models([spec])[0].label
+
+
+def _tuned_label(label: str, trials: int) -> str:
+    name, _, rest = label.partition("[")
+    body = rest[:-1] if rest else ""
+    return f"{name}[{','.join(filter(None, [body, f'tune={trials}']))}]"
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be a mapping, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise UsageError(f"{where} must be a non-empty list, got {value!r}")
+    return value
+
+
+def _names(value: Any, where: str) -> list[str]:
+    items = [value] if isinstance(value, str) else _list(value, where)
+    return [str(v) for v in items]
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{where} must be an integer, got {value!r}")
+    return value
