@@ -188,6 +188,41 @@ def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.Monkey
         np.testing.assert_allclose(block.frame.loc[sid].to_numpy(), seq.astype(float).mean(axis=0), rtol=1e-6)
     assert list(block.frame.columns) == [f"mem_{i:03d}" for i in range(64)]
 
+    # pool=attention shares the cache entries: the per-slice vectors become a sequence block ...
+    attention = MedSAM2MemoryExtractor(MedSAM2Config(weights="random", max_slices=2, pool="attention"))
+    with mock.patch.object(m2, "embed_study", side_effect=AssertionError("cache miss")):
+        seq_block = attention.extract(cohort, progress=False, cache=FeatureCache.default())
+    assert seq_block.sequence.shape == (cohort.n, 2, 64) and seq_block.sequence_mask.all()
+    for i, sid in enumerate(cohort.sample_ids):
+        np.testing.assert_array_equal(seq_block.sequence[i], sequences[sid].astype(np.float64))
+
+    # ... that DeepSurv pools by learned attention, fused with the clinical block, through the harness.
+    from bench.runner import RunRequest, run
+
+    with mock.patch.object(m2, "embed_study", side_effect=AssertionError("cache miss")):
+        outcome = run(
+            RunRequest(
+                "synthetic_mm_tiny",
+                rows=(("medsam2_memory:max_slices=2,pool=attention+clinical", ("deepsurv:max_epochs=30",)),),
+                weights="random",
+                bootstrap=20,
+                tracking_uri=f"sqlite:///{tmp_path / 'm2.db'}",
+            ),
+            progress=False,
+        )
+    (result,) = outcome.results
+    assert result.extractor.label == "medsam2_memory[pool=attention,max_slices=2,random-init]+clinical"
+    assert np.isfinite(result.evaluation.predictions["risk"]).all()
+    assert len(result.evaluation.predictions) == cohort.n
+
+
+def test_padded_sequences_mask_what_is_missing() -> None:
+    sequences = {"a": np.ones((3, 4)), "b": 2 * np.ones((1, 4)), "c": 3 * np.ones((2, 4))}
+    values, mask = m2.padded(sequences, ["c", "a", "b"])
+    assert values.shape == (3, 3, 4)
+    np.testing.assert_array_equal(mask, [[1, 1, 0], [1, 1, 1], [1, 0, 0]])
+    assert (values[~mask] == 0).all() and (values[0][:2] == 3).all() and (values[2][0] == 2).all()
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

@@ -126,7 +126,7 @@ def test_leaderboard_is_reproducible_and_checkable(veterans_run: dict, tracking_
 
 @pytest.mark.slow
 def test_committed_gbsg2_leaderboard_is_what_make_demo_generates(tmp_path: Path) -> None:
-    """Runs the demo's commands (Makefile `demo`) into a fresh store and checks leaderboards/gbsg2.md against them."""
+    """Runs `make gbsg2`'s commands into a fresh store and checks leaderboards/gbsg2.md against them."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     baseline = ["--baseline", "clinical", "--baseline-model", "coxph"]
     demo = run_cli(
@@ -138,7 +138,7 @@ def test_committed_gbsg2_leaderboard_is_what_make_demo_generates(tmp_path: Path)
         "leaderboard", "--dataset", "gbsg2", "--tracking-uri", store,
         "--out", str(REPO / "leaderboards" / "gbsg2.md"), "--check", *baseline,
     )  # fmt: skip
-    assert check.returncode == 0, "leaderboards/gbsg2.md is stale; run `make demo`:\n" + check.stdout
+    assert check.returncode == 0, "leaderboards/gbsg2.md is stale; run `make gbsg2`:\n" + check.stdout
 
 
 def test_paired_difference_of_identical_predictions_is_exactly_zero(tmp_path: Path) -> None:
