@@ -165,6 +165,19 @@ class Extractor:
         return values
 
 
+def roi_inputs(record: PatientRecord, modality: str, roi: str) -> list[Path]:
+    """The files an image feature inside ``roi`` depends on: the PET, the CT when it is encoded or when the
+    mask is derived from it, and the mask file when the manifest gives one."""
+    inputs = record.inputs
+    files = [Path(inputs["pet"])]
+    supplied = inputs.get("masks", {}).get(roi)
+    if modality == "ct" or supplied is None:
+        files.append(Path(inputs["ct"]))
+    if supplied is not None:
+        files.append(Path(supplied))
+    return files
+
+
 def _limit_threads(threads: int) -> None:
     """Share the cores among the worker processes: oversubscribed OpenMP threads make torch many times slower."""
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -25,7 +25,7 @@ from bench.cache import FeatureCache, entry_key
 from bench.cohort import Cohort
 from bench.errors import UsageError
 from bench.weights import RANDOM, WeightsSource, resolve_weights
-from feature_extractors.base import Extractor, FeatureBlock, PatientRecord, patient_records
+from feature_extractors.base import Extractor, FeatureBlock, PatientRecord, patient_records, roi_inputs
 
 WEIGHTS = WeightsSource(
     filename="MedSAM2_latest.pt",
@@ -397,14 +397,7 @@ class MedSAM2MemoryExtractor(Extractor):
         return {r.sample_id: np.asarray(self.embeddings(r, cache)["pooled"]) for r in patient_records(cohort)}
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
-        inputs = record.inputs
-        files = [Path(inputs["pet"])]
-        supplied = inputs.get("masks", {}).get(self.config.roi)
-        if self.config.modality == "ct" or supplied is None:
-            files.append(Path(inputs["ct"]))
-        if supplied is not None:
-            files.append(Path(supplied))
-        return files
+        return roi_inputs(record, self.config.modality, self.config.roi)
 
 
 def padded(sequences: dict[str, np.ndarray], order) -> tuple[np.ndarray, np.ndarray]:

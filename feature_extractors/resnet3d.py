@@ -28,7 +28,7 @@ import SimpleITK as sitk
 
 from bench.errors import DataError, UsageError
 from bench.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
-from feature_extractors.base import Extractor, PatientRecord
+from feature_extractors.base import Extractor, PatientRecord, roi_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -185,13 +185,7 @@ class ResNet3DExtractor(Extractor):
         return {f"r3d_{i:03d}": float(v) for i, v in enumerate(features)}
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
-        inputs = record.inputs
-        files = [Path(inputs["pet"])]
-        supplied = inputs.get("masks", {}).get(self.config.roi)
-        if self.config.modality == "ct" or supplied is None:
-            files.append(Path(inputs["ct"]))
-        if supplied is not None:
-            files.append(Path(supplied))
+        files = roi_inputs(record, self.config.modality, self.config.roi)
         weights = self.weights_path()
         if weights is not None:
             files.append(weights)
