@@ -213,3 +213,31 @@ def test_committed_synthetic_rows_are_reproduced(tmp_path: Path) -> None:
         assert row["run_name"] == ref["run_name"]
         assert row["metrics"] == ref["metrics"], (row["extractor"], row["model"])
         assert row["c_index_replicates"] == ref["c_index_replicates"]
+
+
+PAPER = REPO / "leaderboards" / "synthetic_mm_paper.json"
+
+
+def test_committed_paper_check_leaderboard_checks() -> None:
+    check = run_cli("leaderboard", "--from", str(PAPER), "--check")
+    assert check.returncode == 0, "leaderboards/synthetic_mm_paper.md is stale:\n" + check.stdout
+
+
+def test_paper_sized_cohort_shows_that_imaging_adds_to_clinical() -> None:
+    """configs/synthetic_paper_check.yaml's results: oracle first, radiomics+clinical above clinical (paired CI > 0)."""
+    from bench.metrics import paired_difference
+
+    body = json.loads(PAPER.read_text())
+    assert body["protocol"]["n"] == 227
+    rows = sorted(body["rows"], key=lambda r: -r["metrics"]["c_index"]["mean"])
+    assert rows[0]["extractor"] == "oracle"
+    by_extractor = {r["extractor"]: r for r in rows}
+    fused, clinical = by_extractor["radiomics+clinical"], by_extractor["clinical"]
+    assert fused["model"] == clinical["model"], "compared under the same learner"
+    d = paired_difference(
+        fused["metrics"]["c_index"]["mean"],
+        clinical["metrics"]["c_index"]["mean"],
+        np.array(fused["c_index_replicates"]),
+        np.array(clinical["c_index_replicates"]),
+    )
+    assert d.ci_low > 0, f"radiomics+clinical - clinical = {d.difference:.3f} [{d.ci_low:.3f}, {d.ci_high:.3f}]"

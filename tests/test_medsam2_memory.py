@@ -7,7 +7,6 @@ shared by the tests that only read it, to keep the file quick on two CPU cores.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from unittest import mock
@@ -138,21 +137,6 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
         assert needed in message
 
 
-def _registered_env(tmp_path: Path) -> dict[str, str]:
-    """PYTHONPATH with an entry point for medsam2_memory, for as long as pyproject does not declare it."""
-    from bench.registry import EXTRACTORS
-
-    if "medsam2_memory" in EXTRACTORS.names():
-        return {}
-    dist = tmp_path / "entry_points" / "prognosis_bench_medsam2_test-0.0.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: prognosis-bench-medsam2-test\nVersion: 0.0.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[prognosis_bench.extractors]\nmedsam2_memory = feature_extractors.medsam2_memory:MedSAM2MemoryExtractor\n"
-    )
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(dist.parent), os.environ.get("PYTHONPATH")]))}
-
-
 @pytest.mark.slow
 def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import run_cli
@@ -163,7 +147,6 @@ def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.Monkey
     env = {
         "BENCH_DATA_DIR": str(tmp_path / "data"),
         "BENCH_CACHE_DIR": str(tmp_path / "cache"),
-        **_registered_env(tmp_path),
     }
     result = run_cli(
         "run", "--dataset", "synthetic_mm_tiny", "--extractor", "medsam2_memory:max_slices=2", "--model", "coxnet",

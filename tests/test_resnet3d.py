@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.error
 import urllib.request
@@ -138,28 +137,8 @@ def test_missing_weights_say_what_to_do(tmp_path: Path, monkeypatch: pytest.Monk
     assert "--weights random" in message
 
 
-@pytest.fixture
-def registered(tmp_path: Path) -> dict[str, str]:
-    """Environment for a CLI subprocess that finds the resnet3d entry point.
-
-    Until pyproject.toml declares it (and the project is reinstalled), a throwaway
-    distribution on PYTHONPATH declares it; once registered, this adds nothing.
-    """
-    from bench.registry import EXTRACTORS
-
-    if "resnet3d" in EXTRACTORS.names():
-        return {}
-    dist = tmp_path / "site" / "resnet3d_entry-0.0.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: resnet3d-entry\nVersion: 0.0.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[prognosis_bench.extractors]\nresnet3d = feature_extractors.resnet3d:ResNet3DExtractor\n"
-    )
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))}
-
-
-def test_resnet3d_runs_through_bench_on_the_tiny_cohort(tmp_path: Path, registered: dict[str, str]) -> None:
-    env = {**registered, "BENCH_DATA_DIR": str(tmp_path / "data"), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
+def test_resnet3d_runs_through_bench_on_the_tiny_cohort(tmp_path: Path) -> None:
+    env = {"BENCH_DATA_DIR": str(tmp_path / "data"), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
     start = time.perf_counter()
     result = run_cli(
         "run", "--dataset", "synthetic_mm_tiny", "--extractor", "resnet3d:voxel_mm=8", "--model", "coxnet",
