@@ -24,9 +24,9 @@ def _fake_distribution(root: Path, entry_points: str) -> dict[str, str]:
 
 
 def test_built_ins_are_registered_through_entry_points() -> None:
-    assert MODELS.names() == ["coxnet", "coxph", "gbsa", "rsf"]
+    assert MODELS.names() == ["coxnet", "coxph", "deepsurv", "gbsa", "rsf"]
     assert {"gbsg2", "whas500", "veterans", "flchain"} <= set(DATASETS.names())
-    assert "clinical" in EXTRACTORS.names()
+    assert {"clinical", "radiomics", "resnet3d", "medsam2_memory"} <= set(EXTRACTORS.names())
     assert MODELS.entry("rsf").distribution == "prognosis-bench"
 
 
