@@ -47,7 +47,7 @@ def test_unknown_name_lists_the_choices() -> None:
     with pytest.raises(UnknownNameError) as info:
         MODELS.load("cox")
     assert "unknown model 'cox'" in str(info.value)
-    assert "coxnet, coxph, gbsa, rsf" in str(info.value)
+    assert "coxnet, coxph, deepsurv, gbsa, rsf" in str(info.value)
 
 
 @pytest.mark.parametrize(
