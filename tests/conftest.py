@@ -77,3 +77,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     return subprocess.run(
         [sys.executable, "-m", "bench", *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=600
     )
+
+
+def count_extractions(monkeypatch: pytest.MonkeyPatch, extractor_cls: type) -> list[str]:
+    """Record the sample id of every patient ``extractor_cls`` really extracts (cache hits are not counted)."""
+    calls: list[str] = []
+    real = extractor_cls.extract_patient
+
+    def counting(self, record):
+        calls.append(record.sample_id)
+        return real(self, record)
+
+    monkeypatch.setattr(extractor_cls, "extract_patient", counting)
+    return calls

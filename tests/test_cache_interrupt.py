@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from conftest import count_extractions
 
 from bench.cache import FeatureCache, entry_key
 from bench.datasets import load_cohort
@@ -220,14 +221,7 @@ def test_a_killed_extraction_leaves_only_valid_entries(tmp_path: Path, monkeypat
         np.testing.assert_array_equal(cached, fresh, err_msg=record.sample_id)
 
     # The next run computes only what is missing and gives every patient the right features.
-    calls: list[str] = []
-    real = RadiomicsExtractor.extract_patient
-
-    def counting(self, record):
-        calls.append(record.sample_id)
-        return real(self, record)
-
-    monkeypatch.setattr(RadiomicsExtractor, "extract_patient", counting)
+    calls = count_extractions(monkeypatch, RadiomicsExtractor)
     again = RadiomicsExtractor(CONFIG).extract(cohort, progress=False)
     pd.testing.assert_frame_equal(again.frame, expected)
     assert len(calls) == N_PATIENTS - len(entries)
@@ -247,14 +241,7 @@ def test_an_entry_cut_in_half_is_recomputed_not_used(tmp_path: Path, monkeypatch
     assert cache.get(victim) is None and not path.exists(), "a damaged entry is dropped, not returned"
 
     path.write_bytes(whole[: len(whole) // 2])
-    calls: list[str] = []
-    real = RadiomicsExtractor.extract_patient
-
-    def counting(self, record):
-        calls.append(record.sample_id)
-        return real(self, record)
-
-    monkeypatch.setattr(RadiomicsExtractor, "extract_patient", counting)
+    calls = count_extractions(monkeypatch, RadiomicsExtractor)
     again = RadiomicsExtractor(CONFIG).extract(cohort, progress=False, cache=cache)
     assert calls == [keys[victim]], "only the damaged patient is recomputed"
     pd.testing.assert_frame_equal(again.frame, first.frame)

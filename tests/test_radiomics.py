@@ -16,6 +16,7 @@ from bench.datasets import load_cohort
 from bench.errors import ExtractionError
 from feature_extractors.base import PatientRecord
 from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor
+from conftest import count_extractions
 
 STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
 PATIENTS = ["STS_001", "STS_002", "STS_003"]
@@ -69,14 +70,7 @@ def test_cache_hit_corruption_and_failed_patients(tmp_path: Path, monkeypatch: p
     cache = FeatureCache(tmp_path / "cache")
     cohort = load_cohort(str(_manifest(tmp_path)))
     extractor = RadiomicsExtractor(RadiomicsConfig(roi="tumour", feature_classes=("firstorder",)))
-    calls: list[str] = []
-    real = RadiomicsExtractor.extract_patient
-
-    def counting(self, record):
-        calls.append(record.sample_id)
-        return real(self, record)
-
-    monkeypatch.setattr(RadiomicsExtractor, "extract_patient", counting)
+    calls = count_extractions(monkeypatch, RadiomicsExtractor)
     first = extractor.extract(cohort, progress=False, cache=cache)
     assert calls == PATIENTS and cache.info()[0] == 3
     calls.clear()
