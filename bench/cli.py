@@ -156,7 +156,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _cohort(args: argparse.Namespace):
-    from bench.datasets import load_cohort
+    from bench.data.datasets import load_cohort
 
     return load_cohort(args.dataset, args.horizons, args.tau)
 
@@ -176,7 +176,7 @@ def _baseline_args(p: argparse.ArgumentParser) -> None:
 
 
 def _baseline(args: argparse.Namespace):
-    from leaderboards.render import Baseline
+    from bench.report.leaderboard import Baseline
 
     return Baseline(args.baseline, args.baseline_model)
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.registry import DATASETS, EXTRACTORS, MODELS
+    from bench.plugins.registry import DATASETS, EXTRACTORS, MODELS
 
     registry = {"extractors": EXTRACTORS, "models": MODELS, "datasets": DATASETS}[args.what]
     for e in registry.entries():
@@ -226,8 +226,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import RunRequest, run
-    from leaderboards.render import rows_from_outcome, table_lines
+    from bench.protocol.runner import RunRequest, run
+    from bench.report.leaderboard import rows_from_outcome, table_lines
 
     request = RunRequest(
         dataset=args.dataset,
@@ -262,9 +262,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from bench.grid import baseline_labels, check_plan, load_config, run_grid
-    from leaderboards.render import Baseline, render, rows_from_outcome
-    from leaderboards.results import rounded, save_results
+    from bench.protocol.grid import baseline_labels, check_plan, load_config, run_grid
+    from bench.report.leaderboard import Baseline, render, rows_from_outcome
+    from bench.report.results import rounded, save_results
 
     overrides = {"dataset": args.dataset, "bootstrap": args.bootstrap, "workers": args.workers}
     overrides.update({"weights": args.weights, "tracking_uri": args.tracking_uri})
@@ -293,11 +293,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import leaderboards
-    from leaderboards.render import render, rows_from_mlflow, write_or_check
-    from splits.frozen import load_split
+    from bench.report.leaderboard import render, rows_from_mlflow, write_or_check
+    from bench.protocol.splits import load_split
 
     if args.results:
-        from leaderboards.results import load_results
+        from bench.report.results import load_results
 
         results = load_results(args.results)
         text = render(results.protocol, results.split, results.rows, results.baseline, results.source)
@@ -321,7 +321,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
-    from splits.frozen import import_split, load_split, make_split, save_split, split_path
+    from bench.protocol.splits import import_split, load_split, make_split, save_split, split_path
 
     cohort = _cohort(args)
     if args.splits_command == "verify":
@@ -339,7 +339,7 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
-        from bench.synthetic import PRESETS, generate
+        from bench.data.synthetic import PRESETS, generate
 
         if args.preset not in PRESETS:
             from bench.errors import UnknownNameError
@@ -354,7 +354,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from bench.manifest import check_images, is_manifest_path, read_manifest
+    from bench.data.manifest import check_images, is_manifest_path, read_manifest
 
     source = args.manifest
     if not is_manifest_path(source):  # a registered imaging dataset: check the manifest it was built from
@@ -379,8 +379,8 @@ def _data_check(args: argparse.Namespace) -> int:
 
 def _data_show(args: argparse.Namespace) -> int:
     from bench.errors import UsageError
-    from bench.imaging.show import render_study
-    from bench.imaging.study import load_study
+    from bench.data.imaging.show import render_study
+    from bench.data.imaging.study import load_study
 
     cohort = _cohort(args)
     inputs = cohort.extra.get("inputs", {})
@@ -402,7 +402,7 @@ def _data_show(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     import shutil
 
-    from bench.cache import FeatureCache, cache_root
+    from bench.features.cache import FeatureCache, cache_root
 
     features = FeatureCache.default()
     masks = cache_root() / "masks"
@@ -422,7 +422,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def cmd_validate_statistics(args: argparse.Namespace) -> int:
     from bench.errors import UsageError
-    from bench.validity import StudyConfig, render_report, run_study
+    from bench.stats.validity import StudyConfig, render_report, run_study
 
     if min(args.simulations, args.power_simulations, args.bootstrap) < 1 or args.n < 10:
         raise UsageError("--simulations, --power-simulations and --bootstrap must be positive and --n at least 10")

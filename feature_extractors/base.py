@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bench.cache import FeatureCache, entry_key
-from bench.cohort import Cohort, ColumnSpec
+from bench.features.cache import FeatureCache, entry_key
+from bench.data.cohort import Cohort, ColumnSpec
 from bench.errors import DataError, ExtractionError
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.cohort import Cohort
+from bench.data.cohort import Cohort
 from feature_extractors.base import Extractor, FeatureBlock
 
 

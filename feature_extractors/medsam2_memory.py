@@ -21,10 +21,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from bench.cache import FeatureCache, entry_key
-from bench.cohort import Cohort
+from bench.features.cache import FeatureCache, entry_key
+from bench.data.cohort import Cohort
 from bench.errors import UsageError
-from bench.weights import RANDOM, WeightsSource, resolve_weights
+from bench.features.weights import RANDOM, WeightsSource, resolve_weights
 from feature_extractors.base import Extractor, FeatureBlock, PatientRecord, patient_records, roi_inputs
 
 WEIGHTS = WeightsSource(
@@ -352,7 +352,7 @@ class MedSAM2MemoryExtractor(Extractor):
     def _compute(self, record: PatientRecord) -> dict[str, np.ndarray]:
         import SimpleITK as sitk
 
-        from bench.imaging.study import Study
+        from bench.data.imaging.study import Study
 
         if not record.inputs:
             raise UsageError(f"extractor {self.name!r} needs an imaging cohort (PET/CT manifest)")

@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from bench.cohort import Cohort, ColumnSpec
+from bench.data.cohort import Cohort, ColumnSpec
 from bench.errors import UsageError
 from feature_extractors.base import Extractor, FeatureBlock
 

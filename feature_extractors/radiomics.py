@@ -64,7 +64,7 @@ class RadiomicsExtractor(Extractor):
     cacheable = True
 
     def extract_patient(self, record: PatientRecord) -> dict[str, float]:
-        from bench.imaging.study import Study
+        from bench.data.imaging.study import Study
 
         if not record.inputs:
             raise UsageError("extractor 'radiomics' needs an imaging cohort (PET/CT manifest)")

@@ -12,7 +12,7 @@ torchvision's R3D_18 weights, and run through the network up to its global
 average pool: 512 features ``r3d_000`` ... ``r3d_511``.
 
 Array axes: SimpleITK's (z, y, x) become the network's (time, height, width).
-Weights follow the project's policy (bench.weights): a path, $RESNET3D_WEIGHTS,
+Weights follow the project's policy (bench.features.weights): a path, $RESNET3D_WEIGHTS,
 the torch hub cache or ours, a download; random initialisation only with
 ``weights=random`` (``--weights random``), seeded by ``seed``.
 """
@@ -27,13 +27,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from bench.errors import DataError, UsageError
-from bench.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
+from bench.features.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
 from feature_extractors.base import Extractor, PatientRecord, roi_inputs
 
 if TYPE_CHECKING:
     import torch
 
-    from bench.cohort import Cohort
+    from bench.data.cohort import Cohort
     from feature_extractors.base import FeatureBlock
 
 # The normalisation of torchvision's R3D_18_Weights.KINETICS400_V1 transforms (VideoClassification).
@@ -171,7 +171,7 @@ class ResNet3DExtractor(Extractor):
     def extract_patient(self, record: PatientRecord) -> dict[str, float]:
         import torch
 
-        from bench.imaging.study import Study
+        from bench.data.imaging.study import Study
 
         if not record.inputs:
             raise UsageError("extractor 'resnet3d' needs an imaging cohort (PET/CT manifest)")

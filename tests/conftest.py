@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cohort import Cohort, ColumnSpec, EvaluationPolicy
+from bench.data.cohort import Cohort, ColumnSpec, EvaluationPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 

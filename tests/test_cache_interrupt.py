@@ -28,9 +28,9 @@ import pytest
 import SimpleITK as sitk
 from conftest import count_extractions
 
-from bench.cache import FeatureCache, entry_key
-from bench.datasets import load_cohort
-from bench.imaging.study import Study
+from bench.features.cache import FeatureCache, entry_key
+from bench.data.datasets import load_cohort
+from bench.data.imaging.study import Study
 from feature_extractors.base import patient_records
 from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor
 
@@ -88,7 +88,7 @@ PUT_CHILD = """
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_cache_interrupt import KEY, payload
-    from bench.cache import FeatureCache
+    from bench.features.cache import FeatureCache
 
     ready, stage = Path({ready!r}), {stage!r}
 
@@ -164,7 +164,7 @@ EXTRACT_CHILD = """
     import sys
     sys.path.insert(0, {tests!r})
     from test_cache_interrupt import CONFIG, N_PATIENTS
-    from bench.datasets import load_cohort
+    from bench.data.datasets import load_cohort
     from feature_extractors.radiomics import RadiomicsExtractor
 
     cohort = load_cohort("synthetic_mm_tiny").subset(range(N_PATIENTS))

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.datasets import load_cohort
-from bench.options import build_config
-from bench.preprocessing import FoldPreprocessor
-from bench.registry import EXTRACTORS, MODELS
+from bench.data.datasets import load_cohort
+from bench.plugins.options import build_config
+from bench.protocol.preprocessing import FoldPreprocessor
+from bench.plugins.registry import EXTRACTORS, MODELS
 from conftest import make_cohort
 
 TIMES = np.array([50.0, 150.0, 300.0, 600.0])

@@ -11,14 +11,14 @@ import pytest
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
 
-from bench.cohort import ColumnSpec, structured_y
-from bench.datasets import load_cohort
+from bench.data.cohort import ColumnSpec, structured_y
+from bench.data.datasets import load_cohort
 from bench.errors import ModelError, UsageError
-from bench.options import build_config
-from bench.preprocessing import FoldPreprocessor
-from bench.registry import EXTRACTORS
+from bench.plugins.options import build_config
+from bench.protocol.preprocessing import FoldPreprocessor
+from bench.plugins.registry import EXTRACTORS
 from feature_extractors.base import FeatureBlock
-from splits.frozen import load_split
+from bench.protocol.splits import load_split
 from survival_models.base import BlockLayout
 
 torch = pytest.importorskip("torch")  # the [deep] extra

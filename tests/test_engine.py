@@ -26,8 +26,8 @@ from sksurv.metrics import (
     integrated_brier_score,
 )
 
-from bench.cohort import EvaluationPolicy, structured_y
-from bench.engine import (
+from bench.data.cohort import EvaluationPolicy, structured_y
+from bench.stats.engine import (
     FoldMetrics,
     auc_key,
     concordance,
@@ -35,7 +35,7 @@ from bench.engine import (
     metric_names,
     within_training_follow_up,
 )
-from bench.metrics import bootstrap_indices, counts_from_indices
+from bench.stats.bootstrap import bootstrap_indices, counts_from_indices
 
 TOL = 1e-9
 SEEDS = [0, 1, 2, 3]

@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.datasets import load_cohort
-from bench.options import build_config
-from bench.registry import EXTRACTORS
+from bench.data.datasets import load_cohort
+from bench.plugins.options import build_config
+from bench.plugins.registry import EXTRACTORS
 
 STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
 WITH_CT = ["STS_008", "STS_019", "STS_025"]  # three of the four patients that have a CT

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bench.errors import UsageError
-from bench.grid import check_plan, load_config
+from bench.protocol.grid import check_plan, load_config
 from conftest import REPO, run_cli
 
 TINY_CONFIG = {
@@ -75,8 +75,8 @@ def test_fusion_row_is_compared_with_the_clinical_baseline_on_shared_replicates(
 
 
 def test_fusion_blocks_are_preprocessed_each_on_its_own() -> None:
-    from bench.cohort import ColumnSpec
-    from bench.preprocessing import FoldPreprocessor
+    from bench.data.cohort import ColumnSpec
+    from bench.protocol.preprocessing import FoldPreprocessor
     from feature_extractors.base import FeatureBlock
     import pandas as pd
 
@@ -93,8 +93,8 @@ def test_fusion_blocks_are_preprocessed_each_on_its_own() -> None:
 
 
 def test_sequence_block_layout_and_padding() -> None:
-    from bench.cohort import ColumnSpec
-    from bench.preprocessing import FoldPreprocessor
+    from bench.data.cohort import ColumnSpec
+    from bench.protocol.preprocessing import FoldPreprocessor
     from feature_extractors.base import FeatureBlock
     import pandas as pd
 
@@ -225,7 +225,7 @@ def test_committed_paper_check_leaderboard_checks() -> None:
 
 def test_paper_sized_cohort_shows_that_imaging_adds_to_clinical() -> None:
     """configs/synthetic_paper_check.yaml's results: oracle first, radiomics+clinical above clinical (paired CI > 0)."""
-    from bench.metrics import paired_difference
+    from bench.stats.bootstrap import paired_difference
 
     body = json.loads(PAPER.read_text())
     assert body["protocol"]["n"] == 227

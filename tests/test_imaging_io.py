@@ -1,4 +1,4 @@
-"""bench.imaging.io on real files: IBSI soft-tissue-sarcoma PET/CT and a TotalSegmentator CT series.
+"""bench.data.imaging.io on real files: IBSI soft-tissue-sarcoma PET/CT and a TotalSegmentator CT series.
 
 Reference values come from the files themselves (SimpleITK's plain read of the
 NIfTI SUV, pydicom's own pixel decoding, the tags of each DICOM file), never from
@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from pydicom.valuerep import DS
 
 from bench.errors import InputError
-from bench.imaging.io import check_overlap, dicom_series_files, read_ct, read_mask, read_pet, resample_to
+from bench.data.imaging.io import check_overlap, dicom_series_files, read_ct, read_mask, read_pet, resample_to
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 STS = DATA / "ibsi_sts"

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from bench.datasets import load_cohort
+from bench.data.datasets import load_cohort
 from bench.errors import InputError
 from conftest import run_cli
 

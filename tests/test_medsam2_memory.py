@@ -121,7 +121,7 @@ def test_direct_route_matches_video_predictor(model, reference) -> None:
 def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import make_cohort
 
-    from bench.weights import WeightsError
+    from bench.features.weights import WeightsError
 
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("MEDSAM2_WEIGHTS", raising=False)
@@ -129,7 +129,7 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
     def offline(*args, **kwargs):
         raise OSError("network unreachable")  # as on a machine without network, whatever this one has
 
-    monkeypatch.setattr("bench.weights.urllib.request.urlopen", offline)
+    monkeypatch.setattr("bench.features.weights.urllib.request.urlopen", offline)
     with pytest.raises(WeightsError) as info:
         MedSAM2MemoryExtractor().extract(make_cohort(4), progress=False)
     message = str(info.value)
@@ -141,8 +141,8 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
 def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import run_cli
 
-    from bench.cache import FeatureCache
-    from bench.datasets import load_cohort
+    from bench.features.cache import FeatureCache
+    from bench.data.datasets import load_cohort
 
     env = {
         "BENCH_DATA_DIR": str(tmp_path / "data"),
@@ -180,7 +180,7 @@ def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.Monkey
         np.testing.assert_array_equal(seq_block.sequence[i], sequences[sid].astype(np.float64))
 
     # ... that DeepSurv pools by learned attention, fused with the clinical block, through the harness.
-    from bench.runner import RunRequest, run
+    from bench.protocol.runner import RunRequest, run
 
     with mock.patch.object(m2, "embed_study", side_effect=AssertionError("cache miss")):
         outcome = run(

@@ -19,10 +19,10 @@ from sksurv.metrics import (
 )
 from sksurv.nonparametric import CensoringDistributionEstimator
 
-from bench.cohort import EvaluationPolicy, structured_y
-from bench.engine import auc_key, uno_weights, within_training_follow_up
-from bench.engine import concordance as concordance_replicates
-from bench.metrics import bootstrap_indices, counts_from_indices, fold_scores, summarise
+from bench.data.cohort import EvaluationPolicy, structured_y
+from bench.stats.engine import auc_key, uno_weights, within_training_follow_up
+from bench.stats.engine import concordance as concordance_replicates
+from bench.stats.bootstrap import bootstrap_indices, counts_from_indices, fold_scores, summarise
 
 SEEDS = [0, 1, 2, 3, 4]
 SHA = hashlib.sha256(b"cv5-split").hexdigest()

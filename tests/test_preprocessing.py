@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cohort import ColumnSpec
+from bench.data.cohort import ColumnSpec
 from bench.errors import DataError
-from bench.preprocessing import BlockPreprocessor, FoldPreprocessor
+from bench.protocol.preprocessing import BlockPreprocessor, FoldPreprocessor
 from feature_extractors.base import FeatureBlock
 
 COLUMNS = {

@@ -11,8 +11,8 @@ import SimpleITK as sitk
 import yaml
 from radiomics import featureextractor
 
-from bench.cache import FeatureCache
-from bench.datasets import load_cohort
+from bench.features.cache import FeatureCache
+from bench.data.datasets import load_cohort
 from bench.errors import ExtractionError
 from feature_extractors.base import PatientRecord
 from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UnknownNameError
-from bench.registry import DATASETS, EXTRACTORS, MODELS
+from bench.plugins.registry import DATASETS, EXTRACTORS, MODELS
 from conftest import run_cli
 
 

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import torch
 from conftest import make_cohort, run_cli
 
-from bench.weights import WeightsError
+from bench.features.weights import WeightsError
 from feature_extractors import resnet3d
 from feature_extractors.base import PatientRecord
 from feature_extractors.resnet3d import (

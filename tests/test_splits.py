@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.datasets import load_cohort
+from bench.data.datasets import load_cohort
 from bench.errors import SplitError
 from conftest import make_cohort, run_cli
-from splits.frozen import import_split, load_split, make_split, save_split, split_path
+from bench.protocol.splits import import_split, load_split, make_split, save_split, split_path
 
 BUILT_IN = ["gbsg2", "whas500", "veterans", "flchain"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.metrics import paired_difference
+from bench.stats.bootstrap import paired_difference
 from conftest import run_cli
 
 

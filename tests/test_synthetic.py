@@ -20,10 +20,10 @@ import SimpleITK as sitk
 import yaml
 from scipy import ndimage, stats
 
-from bench import synthetic
-from bench.engine import concordance
+from bench.data import synthetic
+from bench.stats.engine import concordance
 from bench.errors import DataError
-from bench.synthetic import PRESETS, generate, render_patient, sample_patients
+from bench.data.synthetic import PRESETS, generate, render_patient, sample_patients
 
 SKELETON = (10, 11, 20)  # cortical bone, marrow and the focal lesions inside them
 CLINICAL = ["age", "sex", "b2m", "albumin", "iss", "ldh", "high_risk_cytogenetics", "transplant"]
@@ -293,7 +293,7 @@ def test_an_interrupted_run_leaves_nothing_behind(tmp_path, monkeypatch, error):
             raise error("stop")
         return real(row, preset, seed)
 
-    monkeypatch.setattr(synthetic, "render_patient", failing)
+    monkeypatch.setattr(synthetic.writing, "render_patient", failing)
     with pytest.raises(error):
         generate("tiny", 0, tmp_path / "cohort", progress=False)
     assert len(calls) == 3

@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 from conftest import make_cohort
 
-from bench.cohort import Cohort, ColumnSpec, EvaluationPolicy, structured_y
-from bench.engine import harrell_c
+from bench.data.cohort import Cohort, ColumnSpec, EvaluationPolicy, structured_y
+from bench.stats.engine import harrell_c
 from bench.errors import ModelError, UsageError
-from bench.plugins import PluginSpec, resolve_models
-from bench.preprocessing import FoldPreprocessor
-from bench.registry import Entry
-from bench.tuning import TuningSpec, tune_fold
+from bench.plugins.specs import PluginSpec, resolve_models
+from bench.protocol.preprocessing import FoldPreprocessor
+from bench.plugins.registry import Entry
+from bench.protocol.tuning import TuningSpec, tune_fold
 from feature_extractors.base import FeatureBlock
-from splits.frozen import make_split
+from bench.protocol.splits import make_split
 from survival_models.base import SurvivalModel
 
 

@@ -24,10 +24,10 @@ import pytest
 
 pytest.importorskip("radiomics")
 
-from bench.cache import FeatureCache
-from bench.imaging.study import Study
-from bench.manifest import manifest_cohort, read_manifest
-from bench.synthetic import PRESETS, generate
+from bench.features.cache import FeatureCache
+from bench.data.imaging.study import Study
+from bench.data.manifest import manifest_cohort, read_manifest
+from bench.data.synthetic import PRESETS, generate
 from feature_extractors.base import patient_records
 from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from bench.cohort import Cohort
+from bench.data.cohort import Cohort
 from bench.errors import BenchError, DataError
-from bench.registry import DATASETS
+from bench.plugins.registry import DATASETS
 
 
 def load_cohort(name: str, horizons: tuple[float, ...] | None = None, tau: float | None = None) -> Cohort:
     """Load a registered dataset, or a user cohort from a manifest path (``.yaml``/``.csv``/folder)."""
-    from bench.manifest import is_manifest_path, manifest_cohort, read_manifest
+    from bench.data.manifest import is_manifest_path, manifest_cohort, read_manifest
 
     if is_manifest_path(name):
         return manifest_cohort(read_manifest(name, horizons, tau), name)

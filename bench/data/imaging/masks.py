@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from bench.errors import UsageError
 
-# Part of the mask cache key (bench.imaging.study): bump on any change to what the functions return.
+# Part of the mask cache key (bench.data.imaging.study): bump on any change to what the functions return.
 VERSION = "1"
 
 ROIS = ("skeleton", "spine", "spine_dilated")

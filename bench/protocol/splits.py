@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.cohort import Cohort
+from bench.data.cohort import Cohort
 from bench.errors import SplitError, UsageError
 
 FORMAT = 1
@@ -73,13 +74,37 @@ class Split:
 
 
 def splits_dir() -> Path:
-    """Where split files live: ``$BENCH_SPLITS_DIR`` or this package's folder."""
+    """Where a user's split files are read and written: ``$BENCH_SPLITS_DIR`` or ``./splits`` of the working directory."""
     env = os.environ.get("BENCH_SPLITS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent
+    return Path(env) if env else Path.cwd() / "splits"
+
+
+def builtin_splits_dir() -> Path | None:
+    """The frozen splits of the built-in datasets, shipped read-only with the package (``splits/`` of the repository)."""
+    try:
+        folder = Path(str(resources.files("bench._builtin_splits")))
+    except ModuleNotFoundError:
+        folder = Path(__file__).resolve().parents[2] / "splits"  # a source checkout that was not installed
+    return folder if folder.is_dir() else None
 
 
 def split_path(dataset: str, name: str) -> Path:
+    """Where ``bench splits make`` writes a split (always the user's folder, never the package)."""
     return splits_dir() / dataset / f"{name}.json"
+
+
+def find_split(dataset: str, name: str) -> Path:
+    """The split file to read: the user's folder first, then the built-in copy; the user's path if neither has it."""
+    user = split_path(dataset, name)
+    builtin = builtin_splits_dir()
+    if not user.exists() and builtin is not None and (builtin / dataset / f"{name}.json").exists():
+        return builtin / dataset / f"{name}.json"
+    return user
+
+
+def available_splits(dataset: str) -> list[str]:
+    folders = [splits_dir() / dataset] + ([builtin / dataset] if (builtin := builtin_splits_dir()) else [])
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.json")})
 
 
 def make_split(
@@ -174,9 +199,9 @@ def save_split(split: Split, overwrite: bool = False) -> Path:
 
 def load_split(cohort: Cohort, name: str) -> Split:
     """Load ``splits/<dataset>/<name>.json`` and verify it against ``cohort``."""
-    path = split_path(cohort.name, name)
+    path = find_split(cohort.name, name)
     if not path.exists():
-        available = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.exists() else []
+        available = available_splits(cohort.name)
         hint = f"available: {', '.join(available)}" if available else "none exist yet"
         raise SplitError(
             f"no split {name!r} for dataset {cohort.name!r} ({path}); {hint}; "

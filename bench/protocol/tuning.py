@@ -4,7 +4,7 @@ Tuning touches the rows of the outer training fold only. They are split into
 inner folds (stratified by event, grouped by patient); every inner fit gets its
 own ``FoldPreprocessor`` fit on the inner-training rows, and a trial's value is
 the mean Harrell's C over the inner-validation rows. The outer test rows are
-first seen when ``bench.evaluate`` refits the model with the best options.
+first seen when ``bench.protocol.evaluation`` refits the model with the best options.
 
 Everything is a function of the seed and the fold key: the inner folds, the TPE
 sampler, and so the options found. With a storage URL the study of each fold
@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bench.engine import harrell_c
+from bench.stats.engine import harrell_c
 from bench.errors import BenchError, DataError, ModelError, UsageError
-from bench.preprocessing import FoldPreprocessor
+from bench.protocol.preprocessing import FoldPreprocessor
 
 if TYPE_CHECKING:
     import optuna
 
-    from bench.plugins import PluginSpec
+    from bench.plugins.specs import PluginSpec
     from feature_extractors.base import FeatureBlock
 
 # A model raising one of these fails its trial only; the search goes on (LinAlgError is a ValueError).

@@ -8,9 +8,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from bench.errors import BenchError, UsageError
-from bench.options import build_config, config_to_dict, non_default_options, parse_spec
-from bench.registry import EXTRACTORS, MODELS, Entry, Registry
-from bench.weights import RANDOM, RANDOM_LABEL
+from bench.plugins.options import build_config, config_to_dict, non_default_options, parse_spec
+from bench.plugins.registry import EXTRACTORS, MODELS, Entry, Registry
+from bench.features.weights import RANDOM, RANDOM_LABEL
 
 
 @dataclass(frozen=True)

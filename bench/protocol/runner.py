@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from bench.cohort import Cohort
-from bench.datasets import load_cohort
+from bench.data.cohort import Cohort
+from bench.data.datasets import load_cohort
 from bench.errors import BenchError, UsageError
-from bench.evaluate import Evaluation, evaluate
-from bench.plugins import PluginSpec, resolve_extractors, resolve_models
-from bench.registry import EXTRACTORS
-from bench.tracking import Tracker, dumps
-from bench.tuning import TuningSpec, tune_fold
+from bench.protocol.evaluation import Evaluation, evaluate
+from bench.plugins.specs import PluginSpec, resolve_extractors, resolve_models
+from bench.plugins.registry import EXTRACTORS
+from bench.report.tracking import Tracker, dumps
+from bench.protocol.tuning import TuningSpec, tune_fold
 from feature_extractors.base import FeatureBlock
-from splits.frozen import Split, load_split
+from bench.protocol.splits import Split, load_split
 from survival_models.base import SurvivalModel
 
 

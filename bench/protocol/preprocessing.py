@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.cohort import ColumnSpec
+from bench.data.cohort import ColumnSpec
 from bench.errors import DataError
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.cohort import Cohort
+from bench.data.cohort import Cohort
 from bench.errors import ModelError
-from bench.engine import FoldMetrics, metric_names
-from bench.metrics import MetricSummary, bootstrap_indices, counts_from_indices, summarise
-from bench.preprocessing import FoldPreprocessor
+from bench.stats.engine import FoldMetrics, metric_names
+from bench.stats.bootstrap import MetricSummary, bootstrap_indices, counts_from_indices, summarise
+from bench.protocol.preprocessing import FoldPreprocessor
 from feature_extractors.base import FeatureBlock
-from splits.frozen import Split
+from bench.protocol.splits import Split
 from survival_models.base import SurvivalModel
 
 

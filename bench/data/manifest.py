@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bench.cohort import Cohort, ColumnSpec, EvaluationPolicy
+from bench.data.cohort import Cohort, ColumnSpec, EvaluationPolicy
 from bench.errors import DataError, InputError
 
 RESERVED = ("patient_id", "sample_id", "pet", "ct", "time", "event")
@@ -125,7 +125,7 @@ def check_images(manifest: Manifest, progress: bool = True) -> list[Problem]:
     """Read every image and mask of the manifest; the problems found, one per bad file."""
     from tqdm.auto import tqdm
 
-    from bench.imaging.io import check_overlap, read_ct, read_mask, read_pet
+    from bench.data.imaging.io import check_overlap, read_ct, read_mask, read_pet
 
     problems: list[Problem] = []
     if not {"patient_id", "pet", "ct"} <= set(manifest.table.columns):

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cache import cache_root
+from bench.features.cache import cache_root
 from bench.errors import BenchError
 
 RANDOM = "random"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.cohort import Cohort
-from bench.manifest import manifest_cohort, read_manifest
+from bench.data.cohort import Cohort
+from bench.data.manifest import manifest_cohort, read_manifest
 
 SEED = 0
 
@@ -28,7 +28,7 @@ def cohort_dir(preset: str, seed: int = SEED) -> Path:
 
 def ensure_generated(preset: str, seed: int = SEED, progress: bool = True) -> Path:
     """The manifest of a synthetic cohort, generating it the first time."""
-    from bench.synthetic import generate
+    from bench.data.synthetic import generate
 
     folder = cohort_dir(preset, seed)
     manifest = folder / "manifest.yaml"

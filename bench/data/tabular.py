@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from bench.cohort import Cohort, ColumnSpec, EvaluationPolicy
+from bench.data.cohort import Cohort, ColumnSpec, EvaluationPolicy
 
 
 def _tabular(

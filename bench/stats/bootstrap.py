@@ -1,6 +1,6 @@
 """Fold scores, bootstrap replicates and their summaries.
 
-The numbers themselves come from the engine (``bench.engine``); this module
+The numbers themselves come from the engine (``bench.stats.engine``); this module
 decides which patients each bootstrap replicate draws, and turns per-fold values
 and replicate fold means into headline, SE, confidence interval and paired
 differences.
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.cohort import EvaluationPolicy
-from bench.engine import FoldMetrics
+from bench.data.cohort import EvaluationPolicy
+from bench.stats.engine import FoldMetrics
 
 
 @dataclass

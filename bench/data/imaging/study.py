@@ -16,9 +16,9 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from bench.cache import cache_root, file_digest
-from bench.imaging import io
-from bench.imaging import masks as mask_algorithms
+from bench.features.cache import cache_root, file_digest
+from bench.data.imaging import io
+from bench.data.imaging import masks as mask_algorithms
 
 
 class Study:

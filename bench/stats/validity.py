@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.cohort import structured_y
-from bench.engine import concordance, uno_weights
-from bench.metrics import paired_difference
+from bench.data.cohort import structured_y
+from bench.stats.engine import concordance, uno_weights
+from bench.stats.bootstrap import paired_difference
 
 MEDIAN_DAYS = 365.0
 CENSOR_MAX_DAYS = 1500.0

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.cohort import EvaluationPolicy
+from bench.data.cohort import EvaluationPolicy
 from bench.errors import BenchError
-from leaderboards.render import Baseline, Row
+from bench.report.leaderboard import Baseline, Row
 
 FORMAT = "prognosis-bench-results/1"
 REPLICATE_DECIMALS = 6  # enough for 3-decimal CIs; keeps the committed file small

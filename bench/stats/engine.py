@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
-from bench.cohort import EvaluationPolicy
+from bench.data.cohort import EvaluationPolicy
 
 TIED_TOL = 1e-8  # scikit-survival's tolerance for tied risk scores
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.cohort import Cohort
+from bench.data.cohort import Cohort
 from bench.errors import BenchError
-from bench.engine import auc_key
-from bench.metrics import PairedDifference, paired_difference
-from bench.tracking import KIND_TAG, client, experiment_id
-from splits.frozen import Split
+from bench.stats.engine import auc_key
+from bench.stats.bootstrap import PairedDifference, paired_difference
+from bench.report.tracking import KIND_TAG, client, experiment_id
+from bench.protocol.splits import Split
 
 METRIC_FIELDS = ("mean", "se", "ci_low", "ci_high")
 

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from bench.errors import UsageError
-from bench.runner import RunOutcome, RunRequest, resolve_plan, run
+from bench.protocol.runner import RunOutcome, RunRequest, resolve_plan, run
 
 TOP_KEYS = {
     "dataset", "split", "seed", "bootstrap", "weights", "workers", "tune", "extractors", "models", "rows",
@@ -145,13 +145,13 @@ def baseline_labels(config: GridConfig) -> tuple[str, str | None]:
 
 
 def _label_of(spec: str, weights: str | None) -> str:
-    from bench.plugins import resolve_extractors
+    from bench.plugins.specs import resolve_extractors
 
     return "+".join(p.label for p in resolve_extractors(spec.split("+"), weights))
 
 
 def _label_of_model(spec: str) -> str:
-    from bench.plugins import resolve_models
+    from bench.plugins.specs import resolve_models
 
     return resolve_models([spec])[0].label
 

@@ -1,0 +1,205 @@
+"""Disease and imaging physics of one patient: lesions, soft-tissue masses, tissue values, PET blur and noise."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from bench.data.synthetic.anatomy import FEMUR, HUMERUS, PELVIS, RIBS, SKULL, SPINE, _body, _paint_anatomy
+from bench.data.synthetic.canvas import (
+    BLADDER,
+    BLOOD_POOL,
+    BODY,
+    BRAIN,
+    CORTEX,
+    EXTRAMEDULLARY,
+    FOCAL_LESION,
+    LIVER,
+    LUNG,
+    MARROW,
+    _Canvas,
+    _Grid,
+    _grids,
+)
+from bench.data.synthetic.patients import _lesion_attributes
+from bench.data.synthetic.presets import Preset, _preset, _rng
+from bench.errors import DataError
+
+_SITE_WEIGHTS = {SPINE: 0.38, PELVIS: 0.2, RIBS: 0.17, SKULL: 0.1, FEMUR: 0.1, HUMERUS: 0.05}
+
+
+def render_patient(row: Mapping, preset: str | Preset, seed: int) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
+    """PET (float32 SUV), CT (float32 HU, on its own finer grid) and the anatomy labels on the PET grid (uint8).
+
+    ``row`` is a row of :func:`sample_patients` for the same preset and seed.
+    """
+    preset = _preset(preset)
+    row = dict(row)
+    pid = str(row["patient_id"])
+    body = _body(row)
+    pet_grid, ct_grid = _grids(preset, body)
+    cortex = max(2.0, preset.ct_spacing[0], preset.ct_spacing[1])  # an unbroken cortical shell on the CT grid
+    pet_canvas, ct_canvas = _Canvas(pet_grid, body, cortex), _Canvas(ct_grid, body, cortex)
+    _paint_anatomy(pet_canvas)
+    _paint_anatomy(ct_canvas)
+
+    n = int(row["n_lesions"])
+    suvmax = float(row["lesion_suvmax"]) if n else float("nan")
+    marrow = float(row["marrow_suv"])
+    lesions = _lesion_attributes(preset, seed, pid, n, suvmax, marrow, float(row["lytic_fraction"]))
+    place = _rng(preset, seed, pid, "placement")
+    gap = max(2.0 * max(pet_grid.spacing), 1.5 * preset.pet_fwhm)  # apart enough to stay separate after blurring
+    centres = _place_lesions(pet_canvas, pet_grid, lesions["radius"], place, gap)
+    emd: list[tuple[np.ndarray, float, float]] = []
+    if int(row["emd"]):
+        for _ in range(1 + int(place.random() < 0.35)):
+            radius, suv = place.uniform(12.0, 25.0), place.uniform(4.0, 9.0)
+            placed = centres + [c for c, _, _ in emd]
+            radii = list(lesions["radius"]) + [r for _, r, _ in emd]
+            emd.append((_place_soft_tissue_mass(pet_canvas, pet_grid, radius, placed, radii, place, gap), radius, suv))
+
+    v = _rng(preset, seed, pid, "tissue")
+    suv = {
+        "muscle": v.uniform(0.8, 1.1), "fat": v.uniform(0.25, 0.45), LUNG: v.uniform(0.3, 0.5),
+        LIVER: v.uniform(2.0, 3.0), BRAIN: v.uniform(6.5, 9.5), BLADDER: v.uniform(6.0, 14.0),
+        BLOOD_POOL: v.uniform(1.3, 1.8), CORTEX: v.uniform(0.6, 1.0), MARROW: marrow,
+    }  # fmt: skip
+    hu = {
+        "muscle": v.uniform(35, 50), "fat": v.uniform(-115, -85), LUNG: v.uniform(-870, -820),
+        LIVER: v.uniform(52, 68), BRAIN: v.uniform(30, 40), BLADDER: v.uniform(0, 15), BLOOD_POOL: v.uniform(35, 45),
+        CORTEX: v.uniform(750, 950), MARROW: v.uniform(170, 280), "lytic": v.uniform(10, 35), "mass": v.uniform(40, 50),
+    }  # fmt: skip
+
+    labels = pet_canvas.labels.copy()
+    activity = _lookup(pet_canvas, suv, 0.0)
+    for centre, radius, peak in zip(centres, lesions["radius"], lesions["peak"]):
+        _add_sphere(activity, labels, pet_grid, centre, radius, peak, FOCAL_LESION)
+    for centre, radius, peak in emd:
+        _add_sphere(activity, labels, pet_grid, centre, radius, peak, EXTRAMEDULLARY)
+    noise = _rng(preset, seed, pid, "noise")
+    pet = _pet_blur_and_noise(activity, pet_grid, preset.pet_fwhm, noise)
+
+    ct = _lookup(ct_canvas, hu, -1000.0)
+    bone = (ct_canvas.labels == CORTEX) | (ct_canvas.labels == MARROW)
+    for centre, radius, lytic in zip(centres, lesions["lytic_radius"], lesions["lytic"]):
+        if lytic:
+            idx, inside = _sphere_mask(ct_grid, centre, radius)
+            ct[idx][inside & bone[idx]] = hu["lytic"]
+    for centre, radius, _ in emd:
+        idx, inside = _sphere_mask(ct_grid, centre, radius)
+        ct[idx][inside & (ct_canvas.labels[idx] > 0)] = hu["mass"]
+    in_body = ct_canvas.labels > 0
+    ct[in_body] += noise.normal(0.0, 12.0, int(in_body.sum())).astype(np.float32)
+    ct = np.round(ct).astype(np.float32)  # CT stores whole Hounsfield units
+
+    return pet_grid.image(pet), ct_grid.image(ct), pet_grid.image(labels)
+
+
+def _lookup(canvas: _Canvas, values: dict, air: float) -> np.ndarray:
+    lab = canvas.labels
+    out = np.full(lab.shape, air, np.float32)
+    out[lab == BODY] = np.where(canvas.core, values["muscle"], values["fat"])[lab == BODY]
+    for label in (LUNG, LIVER, BRAIN, BLADDER, BLOOD_POOL, CORTEX, MARROW):
+        out[lab == label] = values[label]
+    return out
+
+
+def _place_lesions(canvas: _Canvas, grid: _Grid, radii: np.ndarray, rng: np.random.Generator, gap: float) -> list:
+    """Centres (mm) of focal lesions in the marrow, by site, apart from each other by ``gap`` at least."""
+    candidates = {}
+    for site in _SITE_WEIGHTS:
+        flat = np.flatnonzero((canvas.site == site) & (canvas.labels == MARROW))
+        if flat.size == 0:  # thin bones at coarse resolution have no marrow voxel
+            flat = np.flatnonzero((canvas.site == site) & (canvas.labels == CORTEX))
+        if flat.size:
+            candidates[site] = flat
+    if not candidates:
+        raise DataError(f"the field of view of this preset holds no bone; widen z_extent (grid {grid.size})")
+    sites = sorted(candidates)
+    weights = np.array([_SITE_WEIGHTS[s] for s in sites])
+    weights /= weights.sum()
+    axes = grid.axes()
+    spacing = np.asarray(grid.spacing)
+    shape = canvas.labels.shape
+    centres: list = [None] * len(radii)
+    placed, placed_r = np.zeros((0, 3)), np.zeros(0)
+    for i in np.argsort(-np.asarray(radii), kind="stable"):  # big lesions first: they are the hardest to fit
+        need = gap
+        for attempt in range(400):
+            if attempt and attempt % 100 == 0:
+                need *= 0.5
+            flat = candidates[sites[rng.choice(len(sites), p=weights)]]
+            iz, iy, ix = np.unravel_index(flat[rng.integers(flat.size)], shape)
+            p = np.array([axes[0][ix], axes[1][iy], axes[2][iz]]) + rng.uniform(-0.3, 0.3, 3) * spacing
+            if np.all(np.linalg.norm(placed - p, axis=1) >= placed_r + radii[i] + need):
+                break
+        centres[i] = p
+        placed, placed_r = np.vstack([placed, p]), np.append(placed_r, radii[i])
+    return centres
+
+
+def _place_soft_tissue_mass(canvas, grid, radius, centres, radii, rng, gap) -> np.ndarray:
+    """Centre of an extramedullary mass in muscle, clear of bone, organs, skin and the focal lesions."""
+    flat = np.flatnonzero((canvas.labels == BODY) & canvas.core)
+    axes = grid.axes()
+    placed = np.array(centres).reshape(-1, 3)
+    margin = 15.0
+    for attempt in range(400):
+        if attempt and attempt % 100 == 0:
+            margin *= 0.5
+        iz, iy, ix = np.unravel_index(flat[rng.integers(flat.size)], canvas.labels.shape)
+        p = np.array([axes[0][ix], axes[1][iy], axes[2][iz]])
+        idx = _box(grid, p, radius + margin)
+        clear = bool(np.all(canvas.labels[idx] == BODY) and np.all(canvas.core[idx]))
+        if clear and np.all(np.linalg.norm(placed - p, axis=1) >= np.asarray(radii) + radius + gap):
+            return p
+    return p
+
+
+def _box(grid: _Grid, centre: np.ndarray, half: float) -> tuple[slice, slice, slice]:
+    """(z, y, x) slices of the voxels within ``half`` mm of ``centre`` along every axis."""
+    out = []
+    for o, s, n, c in zip(grid.origin, grid.spacing, grid.size, centre):
+        lo, hi = math.floor((c - half - o) / s), math.ceil((c + half - o) / s) + 1
+        out.append(slice(min(max(lo, 0), n), min(max(hi, 0), n)))
+    return out[2], out[1], out[0]
+
+
+def _sphere_mask(grid: _Grid, centre, radius: float):
+    idx = _box(grid, centre, radius)
+    x, y, z = (a[i] for a, i in zip(grid.axes(), idx[::-1]))
+    d2 = (z[:, None, None] - centre[2]) ** 2 + (y[None, :, None] - centre[1]) ** 2 + (x[None, None, :] - centre[0]) ** 2
+    return idx, d2 <= radius**2
+
+
+def _add_sphere(activity, labels, grid: _Grid, centre, radius: float, value: float, label: int, sub: int = 3) -> None:
+    """Blend a uniform sphere into the activity by the fraction of each voxel it covers (partial volume)."""
+    idx = _box(grid, centre, radius + max(grid.spacing))
+    offsets = (np.arange(sub) + 0.5) / sub - 0.5
+    d2 = []
+    for axis_values, i, s, c in zip(grid.axes(), idx[::-1], grid.spacing, centre):
+        d2.append((axis_values[i][:, None] + offsets * s - c) ** 2)  # (n, sub)
+    dx2, dy2, dz2 = d2
+    dist2 = dz2[:, None, None, :, None, None] + dy2[None, :, None, None, :, None] + dx2[None, None, :, None, None, :]
+    fraction = (dist2 <= radius**2).mean(axis=(3, 4, 5)) * (labels[idx] > 0)
+    block = activity[idx]
+    block[...] = block * (1 - fraction) + value * fraction
+    lab = labels[idx]
+    core = fraction >= 0.5
+    if not core.any() and fraction.max() > 0:  # a lesion smaller than a voxel still has one
+        core = fraction == fraction.max()
+    lab[core] = label
+
+
+def _pet_blur_and_noise(activity: np.ndarray, grid: _Grid, fwhm: float, rng: np.random.Generator) -> np.ndarray:
+    sigma = [fwhm / 2.3548 / s for s in grid.spacing[::-1]]
+    blurred = ndimage.gaussian_filter(activity, sigma, mode="nearest")
+    field = ndimage.gaussian_filter(rng.standard_normal(activity.shape, dtype=np.float32), 0.7, mode="nearest")
+    field /= max(float(field.std()), 1e-6)
+    pet = blurred + 0.1 * np.sqrt(np.maximum(blurred, 0.0)) * field  # roughly Poisson: noise grows with uptake
+    # Steps of 1/1024 SUV, far below the noise: the files compress to about half.
+    return (np.round(np.maximum(pet, 0.0) * 1024.0) / 1024.0).astype(np.float32)

@@ -1,0 +1,1 @@
+"""Stage 5, statistics: the metric engine, bootstrap summaries and paired differences, the validity study."""

@@ -1,1 +1,0 @@
-"""Leaderboard rendering; the generated leaderboards live beside this file as ``<dataset>.md``."""
