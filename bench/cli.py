@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, UsageError
 
 DEFAULT_DATASET = "synthetic_mm"
 
@@ -41,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap replicates (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of models and bootstrap (default 0)")
     _tracking_arg(p)
-    p.add_argument("--output-json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.add_argument(
+        "--results",
+        type=Path,
+        metavar="PATH.json",
+        help="write the results file that `bench leaderboard` renders pages from (e.g. leaderboards/<dataset>.json)",
+    )
+    p.add_argument("--output-json", type=Path, metavar="PATH", help="also write the run's results with MLflow run ids")
     p.add_argument("--workers", type=int, default=1, help="local processes for feature extraction (default 1)")
     p.add_argument(
         "--weights",
@@ -63,20 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _tracking_arg(p)
 
-    p = sub.add_parser("leaderboard", help="render the markdown leaderboard from the MLflow runs or a results file")
-    _dataset_arg(p)
-    p.add_argument("--split", help="split name (default: the dataset's default)")
-    p.add_argument(
+    p = sub.add_parser("leaderboard", help="render a markdown leaderboard page from a results file")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--dataset", help="render leaderboards/<dataset>.md from leaderboards/<dataset>.json")
+    source.add_argument(
         "--from",
         dest="results",
         type=Path,
         metavar="RESULTS.json",
-        help="render from the results file `bench grid` wrote beside its leaderboard instead of MLflow",
+        help="render from this results file (written by `bench run --results` or `bench grid`)",
     )
     p.add_argument("--out", type=Path, help="output file (default: leaderboards/<dataset>.md, or beside --from)")
     p.add_argument("--check", action="store_true", help="regenerate in memory; exit 1 with a diff if the file differs")
-    _baseline_args(p)
-    _tracking_arg(p)
+    _baseline_args(p, default=None)
 
     p = sub.add_parser(
         "validate-statistics",
@@ -115,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     splits = sub.add_parser("splits", help="make, import or verify frozen splits").add_subparsers(
         dest="splits_command", required=True, metavar="ACTION"
     )
-    p = splits.add_parser("make", help="write splits/<dataset>/<name>.json")
+    p = splits.add_parser("make", help="write splits/<dataset>/<name>.json in the working directory")
     _dataset_arg(p)
     p.add_argument("--name", default="cv5", help="split name (default cv5)")
     p.add_argument("--folds", type=int, default=5, help="k of k-fold CV (default 5)")
@@ -161,24 +167,19 @@ def _cohort(args: argparse.Namespace):
     return load_cohort(args.dataset, args.horizons, args.tau)
 
 
-def _baseline_args(p: argparse.ArgumentParser) -> None:
+def _baseline_args(p: argparse.ArgumentParser, default: str | None = "clinical") -> None:
     p.add_argument(
         "--baseline",
-        default="clinical",
+        default=default,
         metavar="EXTRACTOR",
-        help="extractor label every row is compared with (default clinical)",
+        help="extractor (label or spec) every row is compared with"
+        + (f" (default {default})" if default else " (default: the one the results were made with)"),
     )
     p.add_argument(
         "--baseline-model",
         metavar="MODEL",
         help="compare with the baseline extractor under this model (default: the row's own model)",
     )
-
-
-def _baseline(args: argparse.Namespace):
-    from bench.report.leaderboard import Baseline
-
-    return Baseline(args.baseline, args.baseline_model)
 
 
 def _tuning_args(p: argparse.ArgumentParser) -> None:
@@ -226,8 +227,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.plugins.specs import resolve_baseline
     from bench.protocol.runner import RunRequest, run
-    from bench.report.leaderboard import rows_from_outcome, table_lines
+    from bench.report.files import write_atomic
+    from bench.report.leaderboard import table_lines
+    from bench.report.results import Results, save_results
 
     request = RunRequest(
         dataset=args.dataset,
@@ -245,8 +249,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         tune_inner_folds=args.tune_inner_folds,
         optuna_storage=args.optuna_storage,
     )
+    baseline = resolve_baseline(args.baseline, args.baseline_model, args.weights, args.tune)
     outcome = run(request, progress=not args.quiet)
-    table, notes = table_lines(outcome.cohort, rows_from_outcome(outcome), _baseline(args))
+    results = Results.from_outcome(outcome, baseline, _run_command(args))
+    table, notes = table_lines(results)
     print(
         f"dataset {outcome.cohort.name}, split {outcome.split.name} ({outcome.split.sha256[:12]}), "
         f"B = {request.bootstrap}, seed {request.seed}"
@@ -256,15 +262,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"MLflow parent run {outcome.parent_run_id}; open the UI with: "
         f"mlflow ui --backend-store-uri {args.tracking_uri or 'sqlite:///mlflow.db'}"
     )
+    if args.results:
+        save_results(args.results, results)
+        print(f"wrote {args.results}; render it with: bench leaderboard --from {args.results}", file=sys.stderr)
     if args.output_json:
-        _write_atomic(args.output_json, json.dumps(outcome.as_json(), indent=1, sort_keys=True) + "\n")
+        write_atomic(args.output_json, json.dumps(outcome.as_json(), indent=1, sort_keys=True) + "\n")
     return 0
 
 
+def _run_command(args: argparse.Namespace) -> str:
+    """The ``bench run`` command quoted on a page: the options that decide the results, none that only route them."""
+    words = ["bench", "run", "--dataset", args.dataset, "--extractor", *(args.extractor or ["clinical"])]
+    words += ["--model", *(args.model or ["coxph"]), "--bootstrap", str(args.bootstrap), "--seed", str(args.seed)]
+    for flag, value in (("--split", args.split), ("--weights", args.weights), ("--baseline-model", args.baseline_model)):
+        words += [flag, value] if value is not None else []
+    words += ["--baseline", args.baseline] if args.baseline != "clinical" else []
+    words += ["--tune", str(args.tune), "--tune-inner-folds", str(args.tune_inner_folds)] if args.tune else []
+    words += ["--horizons", ",".join(f"{h:g}" for h in args.horizons)] if args.horizons else []
+    words += ["--tau", f"{args.tau:g}"] if args.tau is not None else []
+    return shlex.join([*words, "--results", str(args.results)] if args.results else words)
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
-    from bench.protocol.grid import baseline_labels, check_plan, load_config, run_grid
-    from bench.report.leaderboard import Baseline, render, rows_from_outcome
-    from bench.report.results import rounded, save_results
+    from bench.protocol.grid import check_plan, grid_baseline, load_config, run_grid
+    from bench.report.files import write_atomic
+    from bench.report.leaderboard import leaderboard_path, render
+    from bench.report.results import Results, save_results
 
     overrides = {"dataset": args.dataset, "bootstrap": args.bootstrap, "workers": args.workers}
     overrides.update({"weights": args.weights, "tracking_uri": args.tracking_uri})
@@ -274,14 +297,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(f"{features}: {', '.join(models)}")
         return 0
     outcome = run_grid(config, progress=not args.quiet)
-    rows = rounded(rows_from_outcome(outcome))
-    baseline = Baseline(*baseline_labels(config))
+    results = Results.from_outcome(outcome, grid_baseline(config), f"bench grid --config {args.config}")
     out = args.leaderboard or (config.leaderboard if not args.dataset else None)
-    out = out or Path("leaderboards") / f"{outcome.cohort.name}.md"
-    source = f"bench grid --config {args.config}"
-    save_results(out.with_suffix(".json"), outcome.cohort, outcome.split, rows, baseline, source)
-    text = render(outcome.cohort, outcome.split, rows, baseline, source)
-    _write_atomic(out, text)
+    out = out or leaderboard_path(outcome.cohort.name)
+    save_results(out.with_suffix(".json"), results)
+    text = render(results)
+    write_atomic(out, text)
     print(text, end="")
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     print(
@@ -292,41 +313,46 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    import leaderboards
-    from bench.report.leaderboard import render, rows_from_mlflow, write_or_check
-    from bench.protocol.splits import load_split
+    from bench.plugins.specs import baseline_from_text
+    from bench.report.files import stale_diff, write_atomic
+    from bench.report.leaderboard import leaderboard_path, render
+    from bench.report.results import load_results
 
+    page = leaderboard_path(args.dataset or DEFAULT_DATASET)
+    path = args.results or page.with_suffix(".json")
+    results = load_results(path)
+    if args.baseline is not None or args.baseline_model is not None:
+        results = results.with_baseline(baseline_from_text(args.baseline or "clinical", args.baseline_model))
     if args.results:
-        from bench.report.results import load_results
-
-        results = load_results(args.results)
-        text = render(results.protocol, results.split, results.rows, results.baseline, results.source)
+        source = results.source if args.baseline is None and args.baseline_model is None else None
+        source = source or f"bench leaderboard --from {args.results}{results.baseline.flags()}"
         out = args.out or args.results.with_suffix(".md")
-        regenerate = results.source
     else:
-        cohort = _cohort(args)
-        split = load_split(cohort, args.split or cohort.default_split)
-        text = render(cohort, split, rows_from_mlflow(args.tracking_uri, cohort.name, split), _baseline(args))
-        out = args.out or Path(leaderboards.__file__).parent / f"{cohort.name}.md"
-        regenerate = f"bench leaderboard --dataset {cohort.name}"
-    diff = write_or_check(text, out, args.check)
-    if diff is not None:
-        sys.stdout.write(diff)
-        print(f"bench: {out} is out of date; regenerate it with: {regenerate}", file=sys.stderr)
-        return 1
-    if not args.check:
-        print(text, end="")
-        print(f"wrote {out}", file=sys.stderr)
+        if results.protocol.dataset != (args.dataset or DEFAULT_DATASET):
+            raise UsageError(f"{path} holds results for dataset {results.protocol.dataset!r}, not {args.dataset!r}")
+        source = f"bench leaderboard --dataset {results.protocol.dataset}{results.baseline.flags()}"
+        out = args.out or page
+    text = render(results, source)
+    if args.check:
+        diff = stale_diff(text, out)
+        if diff is not None:
+            sys.stdout.write(diff)
+            print(f"bench: {out} is out of date; regenerate it with: {source}", file=sys.stderr)
+            return 1
+        return 0
+    write_atomic(out, text)
+    print(text, end="")
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
-    from bench.protocol.splits import import_split, load_split, make_split, save_split, split_path
+    from bench.protocol.splits import find_split, import_split, load_split, make_split, save_split
 
     cohort = _cohort(args)
     if args.splits_command == "verify":
         split = load_split(cohort, args.name or cohort.default_split)
-        print(f"{split_path(cohort.name, split.name)}: ok (sha256 {split.sha256[:16]}, {cohort.n} samples)")
+        print(f"{find_split(cohort.name, split.name)}: ok (sha256 {split.sha256[:16]}, {cohort.n} samples)")
         return 0
     if args.splits_command == "make":
         split = make_split(cohort, args.name, args.folds, args.repeats, args.seed, args.holdout)
@@ -339,93 +365,46 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
-        from bench.data.synthetic import PRESETS, generate
+        from bench.data.synthetic import generate
 
-        if args.preset not in PRESETS:
-            from bench.errors import UnknownNameError
-
-            raise UnknownNameError("preset", args.preset, sorted(PRESETS))
         manifest = generate(args.preset, args.seed, args.out, progress=not args.quiet)
         print(f"wrote {manifest}; run on it with: bench run --dataset {manifest}")
         return 0
     if args.data_command == "check":
-        return _data_check(args)
-    return _data_show(args)
+        from bench.data.check import check_dataset
 
-
-def _data_check(args: argparse.Namespace) -> int:
-    from bench.data.manifest import check_images, is_manifest_path, read_manifest
-
-    source = args.manifest
-    if not is_manifest_path(source):  # a registered imaging dataset: check the manifest it was built from
-        cohort = _cohort(argparse.Namespace(dataset=source, horizons=args.horizons, tau=args.tau))
-        source = str(cohort.extra.get("manifest") or "")
-        if not source:
+        report = check_dataset(args.manifest, args.horizons, args.tau, progress=not args.quiet)
+        if report.path is None:
             print(f"{args.manifest}: a tabular dataset without images; nothing to check")
             return 0
-    manifest = read_manifest(source, args.horizons, args.tau)
-    problems = [str(p) for p in manifest.problems + check_images(manifest, progress=not args.quiet)]
-    if manifest.policy is None:
-        problems.append("no horizons and tau: declare them in a YAML manifest or pass --horizons and --tau")
-    if problems:
-        for problem in problems:
-            print(f"{manifest.path}: {problem}")
-        print(f"bench: {len(problems)} problem(s) in {manifest.path}", file=sys.stderr)
-        return 2
-    events = int(manifest.table["event"].astype(int).sum())
-    print(f"{manifest.path}: ok ({len(manifest.table)} studies, {events} events)")
-    return 0
+        for problem in report.problems:
+            print(f"{report.path}: {problem}")
+        if not report.ok:
+            print(f"bench: {len(report.problems)} problem(s) in {report.path}", file=sys.stderr)
+            return 2
+        print(f"{report.path}: ok ({report.studies} studies, {report.events} events)")
+        return 0
+    from bench.data.imaging.show import show_patient
 
-
-def _data_show(args: argparse.Namespace) -> int:
-    from bench.errors import UsageError
-    from bench.data.imaging.show import render_study
-    from bench.data.imaging.study import load_study
-
-    cohort = _cohort(args)
-    inputs = cohort.extra.get("inputs", {})
-    if not inputs:
-        raise UsageError(f"dataset {cohort.name!r} has no images to show")
-    sample = args.patient
-    if sample not in inputs:
-        by_patient = [s for s, p in zip(cohort.sample_ids, cohort.patient_ids) if p == args.patient]
-        if not by_patient:
-            raise UsageError(f"no patient {args.patient!r} in {cohort.name!r}; e.g. {', '.join(list(inputs)[:5])}")
-        sample = by_patient[0]
-    study = load_study(inputs[sample], sample)
-    rois = {roi: study.roi_mask(roi) for roi in args.roi}
-    out = render_study(study.pet, study.ct, rois, f"{cohort.name}: {sample}", args.out)
-    print(f"wrote {out}")
+    print(f"wrote {show_patient(_cohort(args), args.patient, args.roi, args.out)}")
     return 0
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    import shutil
+    from bench import cache
 
-    from bench.features.cache import FeatureCache, cache_root
-
-    features = FeatureCache.default()
-    masks = cache_root() / "masks"
-    mask_files = list(masks.glob("*.nii.gz")) if masks.exists() else []
     if args.action == "info":
-        count, size = features.info()
-        mask_size = sum(f.stat().st_size for f in mask_files)
-        print(f"{cache_root()}: {count} feature entries ({size / 1e6:.1f} MB), "
-              f"{len(mask_files)} masks ({mask_size / 1e6:.1f} MB)")  # fmt: skip
+        print(cache.summary())
         return 0
-    removed = features.clear()
-    if masks.exists():
-        shutil.rmtree(masks)
-    print(f"removed {removed} feature entries and {len(mask_files)} masks from {cache_root()}")
+    removed = cache.clear()
+    print(f"removed {removed.feature_entries} feature entries and {removed.masks} masks from {removed.root}")
     return 0
 
 
 def cmd_validate_statistics(args: argparse.Namespace) -> int:
-    from bench.errors import UsageError
+    from bench.report.files import write_atomic
     from bench.stats.validity import StudyConfig, render_report, run_study
 
-    if min(args.simulations, args.power_simulations, args.bootstrap) < 1 or args.n < 10:
-        raise UsageError("--simulations, --power-simulations and --bootstrap must be positive and --n at least 10")
     config = StudyConfig(
         simulations=args.simulations,
         power_simulations=args.power_simulations,
@@ -437,17 +416,10 @@ def cmd_validate_statistics(args: argparse.Namespace) -> int:
     text = render_report(report)
     print(text, end="")
     if args.out:
-        _write_atomic(args.out, text)
+        write_atomic(args.out, text)
     if args.output_json:
-        _write_atomic(args.output_json, json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n")
+        write_atomic(args.output_json, json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n")
     return 0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 COMMANDS = {

@@ -51,5 +51,9 @@ class ExtractionError(BenchError):
     """Feature extraction failed for some patients (the message lists them)."""
 
 
+class WeightsError(BenchError):
+    """Pretrained weights could not be found or loaded (the message names the file and where to get it)."""
+
+
 class ModelError(BenchError):
     """A learner failed to fit or predict."""

@@ -11,6 +11,7 @@ import dataclasses
 import multiprocessing
 import os
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bench.features.cache import FeatureCache, entry_key
+from bench.cache import FeatureCache, entry_key
 from bench.data.cohort import Cohort, ColumnSpec
-from bench.errors import DataError, ExtractionError
+from bench.data.inputs import StudyInputs, study_inputs
+from bench.errors import DataError, ExtractionError, UsageError
+
+# Re-exported so plugins declare option constraints from here (see bench.plugins.options).
+from bench.plugins.options import AnyOf, ExistingFile, Increasing, Interval, Length, OneOf, option  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,19 @@ class PatientRecord:
     sample_id: str
     patient_id: str
     clinical: pd.Series
-    inputs: dict[str, Any] = field(default_factory=dict)  # images and masks, for imaging cohorts
+    inputs: StudyInputs | None = None  # the study's images and masks (imaging cohorts only)
+
+    def __post_init__(self) -> None:
+        if self.inputs is not None and not isinstance(self.inputs, StudyInputs):  # the dict of earlier versions
+            warnings.warn("PatientRecord.inputs is a StudyInputs now; a dict is converted", DeprecationWarning, 2)
+            object.__setattr__(self, "inputs", study_inputs(self.inputs))
+
+    def study_inputs(self, extractor: str) -> StudyInputs:
+        """The images, or an error saying that ``extractor`` needs an imaging cohort."""
+        if self.inputs is None:
+            raise UsageError(f"extractor {extractor!r} needs an imaging cohort (a PET/CT manifest); "
+                             f"sample {self.sample_id!r} has no images")  # fmt: skip
+        return self.inputs
 
 
 @dataclass
@@ -148,10 +165,7 @@ class Extractor:
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
         """The files whose content determines this patient's features (part of the cache key)."""
-        inputs = record.inputs
-        files = [inputs[k] for k in ("pet", "ct") if k in inputs]
-        files += [inputs["masks"][roi] for roi in sorted(inputs.get("masks", {}))]
-        return [Path(f) for f in files]
+        return record.inputs.all_files() if record.inputs is not None else []
 
     def _cached_patient(self, record: PatientRecord, cache: FeatureCache | None) -> dict[str, float]:
         if cache is None:
@@ -166,16 +180,8 @@ class Extractor:
 
 
 def roi_inputs(record: PatientRecord, modality: str, roi: str) -> list[Path]:
-    """The files an image feature inside ``roi`` depends on: the PET, the CT when it is encoded or when the
-    mask is derived from it, and the mask file when the manifest gives one."""
-    inputs = record.inputs
-    files = [Path(inputs["pet"])]
-    supplied = inputs.get("masks", {}).get(roi)
-    if modality == "ct" or supplied is None:
-        files.append(Path(inputs["ct"]))
-    if supplied is not None:
-        files.append(Path(supplied))
-    return files
+    """The files an image feature of ``modality`` inside ``roi`` depends on (see ``StudyInputs.files_for``)."""
+    return record.inputs.files_for(modality, roi) if record.inputs is not None else []
 
 
 def _limit_threads(threads: int) -> None:
@@ -197,8 +203,7 @@ def _attempt(extractor: Extractor, record: PatientRecord, cache: FeatureCache | 
 
 
 def patient_records(cohort: Cohort) -> list[PatientRecord]:
-    inputs = cohort.extra.get("inputs", {})
     return [
-        PatientRecord(sid, pid, cohort.clinical.loc[sid], inputs.get(sid, {}))
+        PatientRecord(sid, pid, cohort.clinical.loc[sid], cohort.inputs.get(sid))
         for sid, pid in zip(cohort.sample_ids, cohort.patient_ids)
     ]

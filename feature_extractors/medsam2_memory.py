@@ -21,11 +21,21 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from bench.features.cache import FeatureCache, entry_key
+from bench.cache import FeatureCache, entry_key
 from bench.data.cohort import Cohort
 from bench.errors import UsageError
-from bench.features.weights import RANDOM, WeightsSource, resolve_weights
-from feature_extractors.base import Extractor, FeatureBlock, PatientRecord, patient_records, roi_inputs
+from bench.plugins.weights import RANDOM, WeightsSource, resolve_weights
+from feature_extractors.base import (
+    Extractor,
+    FeatureBlock,
+    Increasing,
+    Interval,
+    Length,
+    PatientRecord,
+    option,
+    patient_records,
+    roi_inputs,
+)
 
 WEIGHTS = WeightsSource(
     filename="MedSAM2_latest.pt",
@@ -65,13 +75,15 @@ class MedSAM2Config:
     # [slices, 64], pooled by gated attention learned with the survival head (a model that reads sequences)
     pool: Literal["mean", "attention"] = "mean"
     weights: str = ""  # "" resolves path/env/cache/download; "random" = explicit random-init control; or a path
-    seed: int = 0  # seeds the random initialisation (weights="random")
+    seed: int = option(0, Interval(0, None, "left"))  # seeds the random initialisation (weights="random")
     device: Literal["cpu", "cuda"] = "cpu"  # where the model runs
-    batch_size: int = 8  # slices per image-encoder batch
+    batch_size: int = option(8, Interval(1, None, "left"))  # slices per image-encoder batch
     dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16 autocast: faster, moves features ~13 %
-    slice_stride: int = 1  # keep every n-th slice the ROI touches
-    max_slices: int = 0  # 0 = all; else evenly subsample the ROI's slices to at most this many
-    ct_window: tuple[float, float] = (-160.0, 240.0)  # HU window for CT (lower/upper on the command line)
+    slice_stride: int = option(1, Interval(1, None, "left"))  # keep every n-th slice the ROI touches
+    # 0 = all; else evenly subsample the ROI's slices to at most this many
+    max_slices: int = option(0, Interval(0, None, "left"))
+    # HU window for CT (lower/upper on the command line)
+    ct_window: tuple[float, float] = option((-160.0, 240.0), Length(2), Increasing())
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -354,9 +366,7 @@ class MedSAM2MemoryExtractor(Extractor):
 
         from bench.data.imaging.study import Study
 
-        if not record.inputs:
-            raise UsageError(f"extractor {self.name!r} needs an imaging cohort (PET/CT manifest)")
-        study = Study(record.inputs, record.sample_id)
+        study = Study(record.study_inputs(self.name), record.sample_id)
         image = study.pet if self.config.modality == "pet" else study.ct
         mask = sitk.GetArrayFromImage(study.roi_mask(self.config.roi)) > 0
         out = embed_study(self.model(), sitk.GetArrayFromImage(image), {self.config.roi: mask}, self.config)

@@ -30,7 +30,7 @@ class OracleExtractor(Extractor):
     Config = OracleConfig
 
     def extract(self, cohort: Cohort, progress: bool = True, cache=None, workers: int = 1) -> FeatureBlock:
-        truth = cohort.extra.get("truth")
+        truth = cohort.truth
         if truth is None:
             raise UsageError(
                 f"extractor 'oracle' needs the truth table of a synthetic cohort; {cohort.name!r} has none"

@@ -16,18 +16,25 @@ from typing import Literal
 import numpy as np
 
 from bench.errors import UsageError
-from feature_extractors.base import Extractor, PatientRecord
+from feature_extractors.base import ExistingFile, Extractor, Interval, Length, OneOf, PatientRecord, option, roi_inputs
 
 
 @dataclass(frozen=True)
 class RadiomicsConfig:
     modality: Literal["pet", "ct", "both"] = "pet"  # which image(s) to describe
     roi: str = "skeleton"  # skeleton, spine, spine_dilated, or any mask_<roi> of the manifest
-    bin_width_pet: float = 0.25  # SUV per grey level
-    bin_width_ct: float = 25.0  # HU per grey level
-    resample_mm: float = 0.0  # isotropic resampling before extraction; 0 keeps the PET grid
-    feature_classes: tuple[str, ...] = ("firstorder", "shape", "glcm", "glrlm", "glszm")
-    params_file: str = ""  # a pyradiomics YAML/JSON parameter file; when given it replaces the settings above
+    bin_width_pet: float = option(0.25, Interval(0, None, "neither"))  # SUV per grey level
+    bin_width_ct: float = option(25.0, Interval(0, None, "neither"))  # HU per grey level
+    # isotropic resampling before extraction; 0 keeps the PET grid
+    resample_mm: float = option(0.0, Interval(0, None, "left"))
+    # pyradiomics feature classes to compute (pyradiomics' featureClassNames), e.g. "firstorder/glcm"
+    feature_classes: tuple[str, ...] = option(
+        ("firstorder", "shape", "glcm", "glrlm", "glszm"),
+        Length(at_least=1),
+        OneOf("firstorder", "shape", "shape2D", "glcm", "glrlm", "glszm", "gldm", "ngtdm"),
+    )
+    # a pyradiomics YAML/JSON parameter file; when given it replaces the settings above
+    params_file: str = option("", ExistingFile())
 
 
 def pyradiomics_extractor(config: RadiomicsConfig, modality: str):
@@ -66,9 +73,7 @@ class RadiomicsExtractor(Extractor):
     def extract_patient(self, record: PatientRecord) -> dict[str, float]:
         from bench.data.imaging.study import Study
 
-        if not record.inputs:
-            raise UsageError("extractor 'radiomics' needs an imaging cohort (PET/CT manifest)")
-        study = Study(record.inputs, record.sample_id)
+        study = Study(record.study_inputs(self.name), record.sample_id)
         mask = study.roi_mask(self.config.roi)
         modalities = ["pet", "ct"] if self.config.modality == "both" else [self.config.modality]
         features: dict[str, float] = {}
@@ -81,13 +86,8 @@ class RadiomicsExtractor(Extractor):
         return features
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
-        inputs = record.inputs
-        files = [Path(inputs["pet"])]
-        supplied = inputs.get("masks", {}).get(self.config.roi)
-        if self.config.modality != "pet" or supplied is None:
-            files.append(Path(inputs["ct"]))
-        if supplied is not None:
-            files.append(Path(supplied))
+        # "both" encodes the CT too, so it depends on the CT file exactly as modality=ct does.
+        files = roi_inputs(record, "pet" if self.config.modality == "pet" else "ct", self.config.roi)
         if self.config.params_file:
             files.append(Path(self.config.params_file))
         return files

@@ -12,7 +12,7 @@ torchvision's R3D_18 weights, and run through the network up to its global
 average pool: 512 features ``r3d_000`` ... ``r3d_511``.
 
 Array axes: SimpleITK's (z, y, x) become the network's (time, height, width).
-Weights follow the project's policy (bench.features.weights): a path, $RESNET3D_WEIGHTS,
+Weights follow the project's policy (bench.plugins.weights): a path, $RESNET3D_WEIGHTS,
 the torch hub cache or ours, a download; random initialisation only with
 ``weights=random`` (``--weights random``), seeded by ``seed``.
 """
@@ -27,8 +27,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from bench.errors import DataError, UsageError
-from bench.features.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
-from feature_extractors.base import Extractor, PatientRecord, roi_inputs
+from bench.plugins.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
+from feature_extractors.base import Extractor, Interval, Length, PatientRecord, option, roi_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -49,11 +49,12 @@ BACKGROUND = {"pet": 0.0, "ct": CT_HU_MIN}
 class ResNet3DConfig:
     modality: Literal["pet", "ct"] = "pet"  # which image goes through the network
     roi: str = "skeleton"  # skeleton, spine, spine_dilated, or any mask_<roi> of the manifest
-    crop_mm: tuple[float, float, float] = (320.0, 240.0, 480.0)  # physical size of the crop in x/y/z (CLI: 320/240/480)
-    voxel_mm: float = 6.0  # isotropic voxel of the resampled crop
+    # physical size of the crop in x/y/z (CLI: 320/240/480)
+    crop_mm: tuple[float, float, float] = option((320.0, 240.0, 480.0), Length(3), Interval(0, None, "neither"))
+    voxel_mm: float = option(6.0, Interval(0, None, "neither"))  # isotropic voxel of the resampled crop
     mask_outside: bool = True  # set voxels outside the ROI to background (0 after normalisation)
     weights: str = ""  # "" resolves the Kinetics-400 checkpoint; "random" is an explicit random-init control; or a path
-    seed: int = 0  # torch seed of the random initialisation (weights=random only)
+    seed: int = option(0, Interval(0, None, "left"))  # torch seed of the random initialisation (weights=random only)
     device: str = "cpu"  # torch device the network runs on
 
 
@@ -173,9 +174,7 @@ class ResNet3DExtractor(Extractor):
 
         from bench.data.imaging.study import Study
 
-        if not record.inputs:
-            raise UsageError("extractor 'resnet3d' needs an imaging cohort (PET/CT manifest)")
-        study = Study(record.inputs, record.sample_id)
+        study = Study(record.study_inputs(self.name), record.sample_id)
         mask = study.roi_mask(self.config.roi)
         image = study.pet if self.config.modality == "pet" else study.ct
         crop = crop_volume(image, mask, self.config)

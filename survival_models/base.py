@@ -20,6 +20,9 @@ import numpy as np
 
 from bench.errors import ModelError
 
+# Re-exported so plugins declare option constraints from here (see bench.plugins.options).
+from bench.plugins.options import AnyOf, ExistingFile, Increasing, Interval, Length, OneOf, option  # noqa: F401
+
 
 @dataclass(frozen=True)
 class BlockLayout:

@@ -7,15 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from survival_models.base import SksurvModel
+from survival_models.base import Interval, SksurvModel, option
 
 
 @dataclass(frozen=True)
 class CoxNetConfig:
-    alpha: float = 0.01  # penalty strength, on standardised features
-    l1_ratio: float = 0.5  # 1 is the lasso, towards 0 the ridge
-    max_iter: int = 100_000  # coordinate-descent iterations at most
-    tol: float = 1e-7  # convergence tolerance
+    alpha: float = option(0.01, Interval(0, None, "neither"))  # penalty strength, on standardised features
+    l1_ratio: float = option(0.5, Interval(0, 1, "right"))  # 1 is the lasso, towards 0 the ridge
+    max_iter: int = option(100_000, Interval(1, None, "left"))  # coordinate-descent iterations at most
+    tol: float = option(1e-7, Interval(0, None, "left"))  # convergence tolerance
 
 
 class CoxNet(SksurvModel):

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from survival_models.base import SksurvModel
+from survival_models.base import Interval, SksurvModel, option
 
 
 @dataclass(frozen=True)
 class CoxPHConfig:
-    alpha: float = 0.0  # ridge penalty; 0 is the plain partial-likelihood fit
+    alpha: float = option(0.0, Interval(0, None, "left"))  # ridge penalty; 0 is the plain partial-likelihood fit
     ties: Literal["breslow", "efron"] = "breslow"  # handling of tied event times
-    n_iter: int = 100  # Newton-Raphson iterations at most
-    tol: float = 1e-9  # convergence tolerance on the log-likelihood
+    n_iter: int = option(100, Interval(1, None, "left"))  # Newton-Raphson iterations at most
+    tol: float = option(1e-9, Interval(0, None, "left"))  # convergence tolerance on the log-likelihood
 
 
 class CoxPH(SksurvModel):

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.errors import ModelError, UsageError
-from survival_models.base import BlockLayout, SurvivalModel
+from bench.errors import ModelError
+from bench.plugins.options import check_config
+from survival_models.base import BlockLayout, Interval, SurvivalModel, option
 
 # Small tabular data on the CPU: float64 costs little and keeps the likelihood exact to ~1e-12.
 DTYPE = torch.float64
@@ -31,29 +32,28 @@ DTYPE = torch.float64
 
 @dataclass(frozen=True)
 class DeepSurvConfig:
-    hidden: tuple[int, ...] = (32,)  # hidden layer widths, e.g. "32/16" on the command line; () is a linear Cox model
+    # hidden layer widths, e.g. "32/16" on the command line; () is a linear Cox model
+    hidden: tuple[int, ...] = option((32,), Interval(1, None, "left"))
     activation: Literal["relu", "selu"] = "relu"  # nonlinearity after each hidden layer
-    dropout: float = 0.1  # dropout after each hidden layer
-    weight_decay: float = 1e-3  # AdamW's decoupled weight decay
-    lr: float = 1e-2  # Adam learning rate
-    max_epochs: int = 300  # full-batch epochs at most
-    patience: int = 20  # stop after this many epochs without a better validation loss
-    validation_fraction: float = 0.2  # inner validation part for early stopping (stratified by event); 0 = none
+    dropout: float = option(0.1, Interval(0, 1, "left"))  # dropout after each hidden layer
+    weight_decay: float = option(1e-3, Interval(0, None, "left"))  # AdamW's decoupled weight decay
+    lr: float = option(1e-2, Interval(0, None, "neither"))  # Adam learning rate
+    max_epochs: int = option(300, Interval(1, None, "left"))  # full-batch epochs at most
+    # stop after this many epochs without a better validation loss
+    patience: int = option(20, Interval(1, None, "left"))
+    # inner validation part for early stopping (stratified by event); 0 = none
+    validation_fraction: float = option(0.2, Interval(0, 1, "left"))
     ties: Literal["breslow", "efron"] = "efron"  # partial likelihood for tied event times
     fusion: Literal["concat", "gate"] = "concat"  # how several feature blocks are joined
-    fusion_width: int = 16  # gate fusion: common width each block is encoded to
-    attention_hidden: int = 32  # width of the gated-attention scorer for sequence blocks
+    fusion_width: int = option(16, Interval(1, None, "left"))  # gate fusion: common width each block is encoded to
+    # width of the gated-attention scorer for sequence blocks
+    attention_hidden: int = option(32, Interval(1, None, "left"))
     # torch CPU threads while fitting and predicting, restored afterwards; 0 keeps torch's setting. One thread is
     # fastest for data this small and does not oversubscribe cores when combinations run in parallel.
-    threads: int = 1
+    threads: int = option(1, Interval(0, None, "left"))
 
     def __post_init__(self) -> None:
-        if any(h < 1 for h in self.hidden):
-            raise UsageError(f"deepsurv option hidden must hold positive widths, got {self.hidden!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UsageError(f"deepsurv option dropout must be in [0, 1), got {self.dropout!r}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise UsageError(f"deepsurv option validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        check_config(self, "model 'deepsurv'")  # the declared constraints also guard configs built in code
 
 
 class DeepSurv(SurvivalModel):

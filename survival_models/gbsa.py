@@ -5,17 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from survival_models.base import SksurvModel
+from survival_models.base import Interval, SksurvModel, option
 
 
 @dataclass(frozen=True)
 class GBSAConfig:
-    n_estimators: int = 200  # boosting stages
-    learning_rate: float = 0.05  # shrinkage per stage
-    max_depth: int = 3  # depth of each regression tree
-    min_samples_leaf: int = 5  # each leaf keeps at least this many samples
-    subsample: float = 1.0  # fraction of samples per stage (below 1: stochastic boosting)
-    random_state: int | None = None  # None: derived from the run's --seed
+    n_estimators: int = option(200, Interval(1, None, "left"))  # boosting stages
+    learning_rate: float = option(0.05, Interval(0, None, "left"))  # shrinkage per stage
+    max_depth: int = option(3, Interval(1, None, "left"))  # depth of each regression tree
+    min_samples_leaf: int = option(5, Interval(1, None, "left"))  # each leaf keeps at least this many samples
+    subsample: float = option(1.0, Interval(0, 1, "right"))  # fraction of samples per stage (below 1: stochastic)
+    random_state: int | None = option(None, Interval(0, 2**32 - 1, "both"))  # None: derived from the run's --seed
 
 
 class GradientBoostingSurvival(SksurvModel):

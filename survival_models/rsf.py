@@ -5,18 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from survival_models.base import SksurvModel
+from survival_models.base import AnyOf, Interval, OneOf, SksurvModel, option
 
 
 @dataclass(frozen=True)
 class RSFConfig:
-    n_estimators: int = 200  # trees; the scikit-survival guide uses 1000
-    min_samples_split: int = 10  # a node needs this many samples to be split
-    min_samples_leaf: int = 15  # each leaf keeps at least this many samples
-    max_features: str | float | None = "sqrt"  # features tried per split
-    max_depth: int | None = None  # unlimited depth by default
-    random_state: int | None = None  # None: derived from the run's --seed
-    n_jobs: int = 1  # trees in parallel; keep 1 when combinations already run in parallel
+    n_estimators: int = option(200, Interval(1, None, "left"))  # trees; the scikit-survival guide uses 1000
+    min_samples_split: int = option(10, Interval(2, None, "left"))  # a node needs this many samples to be split
+    min_samples_leaf: int = option(15, Interval(1, None, "left"))  # each leaf keeps at least this many samples
+    # features tried per split: sqrt, log2 or a fraction of them (text on the command line, see _max_features)
+    max_features: str | float | None = option("sqrt", AnyOf(OneOf("sqrt", "log2"), Interval(0, 1, "right")))
+    max_depth: int | None = option(None, Interval(1, None, "left"))  # unlimited depth by default
+    random_state: int | None = option(None, Interval(0, 2**32 - 1, "both"))  # None: derived from the run's --seed
+    # trees in parallel (-1: all cores; joblib has no 0); keep 1 when combinations already run in parallel
+    n_jobs: int = option(1, AnyOf(Interval(1, None, "left"), Interval(None, -1, "right")))
 
 
 class RandomSurvivalForest(SksurvModel):

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from conftest import count_extractions
+from bench.testing import count_extractions
 
-from bench.features.cache import FeatureCache, entry_key
+from bench.cache import FeatureCache, entry_key
 from bench.data.datasets import load_cohort
 from bench.data.imaging.study import Study
 from feature_extractors.base import patient_records
@@ -88,7 +88,7 @@ PUT_CHILD = """
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_cache_interrupt import KEY, payload
-    from bench.features.cache import FeatureCache
+    from bench.cache import FeatureCache
 
     ready, stage = Path({ready!r}), {stage!r}
 

@@ -12,7 +12,9 @@ import yaml
 
 from bench.errors import UsageError
 from bench.protocol.grid import check_plan, load_config
-from conftest import REPO, run_cli
+from bench.testing import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY_CONFIG = {
     "dataset": "synthetic_mm_tiny",

@@ -20,7 +20,7 @@ from sksurv.datasets import load_gbsg2
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.preprocessing import OneHotEncoder
 
-from conftest import run_cli
+from bench.testing import run_cli
 
 GUIDE_RSF_C_INDEX = 0.6745  # scikit-survival user guide, "Using Random Survival Forests"
 

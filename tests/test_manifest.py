@@ -13,7 +13,7 @@ import yaml
 
 from bench.data.datasets import load_cohort
 from bench.errors import InputError
-from conftest import run_cli
+from bench.testing import run_cli
 
 STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts"
 WITH_CT = ["STS_008", "STS_019", "STS_025", "STS_042"]
@@ -56,7 +56,7 @@ def test_real_pet_ct_manifest_loads_and_checks_clean(tmp_path: Path) -> None:
     cohort = load_cohort(str(path))
     assert cohort.name == "sts_test" and cohort.n == 4
     assert cohort.columns["grade"].kind == "ordinal"
-    assert cohort.extra["inputs"]["STS_008"]["masks"]["tumour"].name == "PET_mask.nii.gz"
+    assert cohort.inputs["STS_008"].masks["tumour"].name == "PET_mask.nii.gz"
     result = run_cli("data", "check", str(path), "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok (4 studies, 2 events)" in result.stdout

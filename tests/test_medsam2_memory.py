@@ -121,7 +121,7 @@ def test_direct_route_matches_video_predictor(model, reference) -> None:
 def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import make_cohort
 
-    from bench.features.weights import WeightsError
+    from bench.plugins.weights import WeightsError
 
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("MEDSAM2_WEIGHTS", raising=False)
@@ -129,7 +129,7 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
     def offline(*args, **kwargs):
         raise OSError("network unreachable")  # as on a machine without network, whatever this one has
 
-    monkeypatch.setattr("bench.features.weights.urllib.request.urlopen", offline)
+    monkeypatch.setattr("bench.plugins.weights.urllib.request.urlopen", offline)
     with pytest.raises(WeightsError) as info:
         MedSAM2MemoryExtractor().extract(make_cohort(4), progress=False)
     message = str(info.value)
@@ -141,7 +141,7 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
 def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import run_cli
 
-    from bench.features.cache import FeatureCache
+    from bench.cache import FeatureCache
     from bench.data.datasets import load_cohort
 
     env = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import hashlib
 import math
 from collections.abc import Callable
@@ -22,11 +24,18 @@ from sksurv.nonparametric import CensoringDistributionEstimator
 from bench.data.cohort import EvaluationPolicy, structured_y
 from bench.stats.engine import auc_key, uno_weights, within_training_follow_up
 from bench.stats.engine import concordance as concordance_replicates
-from bench.stats.bootstrap import bootstrap_indices, counts_from_indices, fold_scores, summarise
+from bench.stats.bootstrap import bootstrap_indices, counts_from_indices, summarise
+from bench.stats.engine import FoldMetrics
 
 SEEDS = [0, 1, 2, 3, 4]
 SHA = hashlib.sha256(b"cv5-split").hexdigest()
 TOL = 1e-9
+
+
+def fold_scores(y_train, y_test, risk, survival, policy) -> SimpleNamespace:
+    """Every metric of one fold, as the evaluation loop computes them (values, and reasons for n/a)."""
+    engine = FoldMetrics(y_train, y_test, risk, survival, policy)
+    return SimpleNamespace(values=engine.point(), reasons=engine.reasons)
 
 
 def tied_data(seed: int, n: int, max_time: int = 10, event_rate: float = 0.6) -> np.ndarray:

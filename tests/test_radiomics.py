@@ -11,12 +11,13 @@ import SimpleITK as sitk
 import yaml
 from radiomics import featureextractor
 
-from bench.features.cache import FeatureCache
+from bench.cache import FeatureCache
 from bench.data.datasets import load_cohort
 from bench.errors import ExtractionError
+from bench.data.inputs import StudyInputs
 from feature_extractors.base import PatientRecord
 from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor
-from conftest import count_extractions
+from bench.testing import count_extractions
 
 STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
 PATIENTS = ["STS_001", "STS_002", "STS_003"]
@@ -25,7 +26,7 @@ CLASSES = ("firstorder", "shape", "glcm", "glrlm", "glszm")
 
 def _record(pid: str) -> PatientRecord:
     pet = STS / pid / "PET_image.nii.gz"
-    inputs = {"pet": pet, "ct": pet, "masks": {"tumour": STS / pid / "PET_mask.nii.gz"}, "pet_units": "suv"}
+    inputs = StudyInputs(pet=pet, ct=pet, masks={"tumour": STS / pid / "PET_mask.nii.gz"})
     return PatientRecord(pid, pid, pd.Series(dtype=object), inputs)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from bench.errors import UnknownNameError
 from bench.plugins.registry import DATASETS, EXTRACTORS, MODELS
-from conftest import run_cli
+from bench.testing import run_cli
 
 
 def _fake_distribution(root: Path, entry_points: str) -> dict[str, str]:

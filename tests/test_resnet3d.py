@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import make_cohort, run_cli
+from bench.testing import make_cohort, run_cli
 
-from bench.features.weights import WeightsError
+from bench.plugins.weights import WeightsError
+from bench.data.inputs import StudyInputs
 from feature_extractors import resnet3d
 from feature_extractors.base import PatientRecord
 from feature_extractors.resnet3d import (
@@ -61,7 +62,7 @@ def record(tmp_path_factory: pytest.TempPathFactory) -> PatientRecord:
     pet, mask = _phantom(**GRIDS["fine"])
     sitk.WriteImage(pet, str(folder / "pet.nii.gz"))
     sitk.WriteImage(mask, str(folder / "mask.nii.gz"))
-    inputs = {"pet": folder / "pet.nii.gz", "masks": {"phantom": folder / "mask.nii.gz"}, "pet_units": "suv"}
+    inputs = StudyInputs(pet=folder / "pet.nii.gz", masks={"phantom": folder / "mask.nii.gz"})
     return PatientRecord("S1", "P1", None, inputs)
 
 

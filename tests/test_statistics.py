@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.stats.bootstrap import paired_difference
-from conftest import run_cli
+from bench.testing import run_cli
 
 
 def test_identical_entries_differ_by_exactly_zero_with_p_one() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from bench.testing import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import make_cohort
+from bench.testing import make_cohort
 
 from bench.data.cohort import Cohort, ColumnSpec, EvaluationPolicy, structured_y
 from bench.stats.engine import harrell_c

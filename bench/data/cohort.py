@@ -7,12 +7,15 @@ groups several samples of one patient so that splits never separate them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from bench.data.inputs import StudyInputs
 from bench.errors import DataError
 
 ColumnKind = Literal["numeric", "categorical", "ordinal"]
@@ -69,7 +72,9 @@ class Cohort:
     default_split: str = "cv5"
     description: str = ""
     source: str = ""
-    extra: dict = field(default_factory=dict)
+    inputs: Mapping[str, StudyInputs] = field(default_factory=dict)  # sample id -> images, for imaging cohorts
+    truth: pd.DataFrame | None = None  # synthetic cohorts: the true risk per patient (tests, oracle row; never a feature)
+    manifest: Path | None = None  # the manifest a user cohort was read from
 
     def __post_init__(self) -> None:
         self.time = np.asarray(self.time, dtype=float)
@@ -91,6 +96,10 @@ class Cohort:
         missing = set(self.columns) - set(self.clinical.columns)
         if missing:
             raise DataError(f"cohort {self.name!r}: declared columns missing from the table: {sorted(missing)}")
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self.inputs)
 
     @property
     def sample_ids(self) -> np.ndarray:
@@ -123,7 +132,9 @@ class Cohort:
             default_split=self.default_split,
             description=self.description,
             source=self.source,
-            extra=self.extra,
+            inputs=self.inputs,
+            truth=self.truth,
+            manifest=self.manifest,
         )
 
     def fingerprint(self) -> str:

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from bench.data.cohort import Cohort, ColumnSpec, EvaluationPolicy
+from bench.data.inputs import StudyInputs
 from bench.errors import DataError, InputError
 
 RESERVED = ("patient_id", "sample_id", "pet", "ct", "time", "event")
@@ -180,15 +181,7 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
             for c in manifest.mask_columns
             if isinstance(row[c], str) and row[c]
         }
-        inputs[sid] = {
-            "pet": manifest.resolve(row["pet"]),
-            "ct": manifest.resolve(row["ct"]),
-            "masks": masks,
-            "pet_units": manifest.pet_units,
-        }
-    extra = {"inputs": inputs, "manifest": manifest.path, "source": source}
-    if manifest.truth is not None:
-        extra["truth"] = manifest.truth
+        inputs[sid] = StudyInputs(manifest.resolve(row["pet"]), manifest.resolve(row["ct"]), masks, manifest.pet_units)
     return Cohort(
         name=manifest.name,
         clinical=clinical,
@@ -199,7 +192,9 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
         patient_ids=table["patient_id"].astype(str).to_numpy(),
         description=manifest.description or f"user cohort from {manifest.path.name}",
         source=str(manifest.path),
-        extra=extra,
+        inputs=inputs,
+        truth=manifest.truth,
+        manifest=manifest.path,
     )
 
 

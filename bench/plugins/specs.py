@@ -8,9 +8,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from bench.errors import BenchError, UsageError
-from bench.plugins.options import build_config, config_to_dict, non_default_options, parse_spec
+from bench.plugins.labels import FUSION, Baseline, PluginLabel, parse_features
+from bench.plugins.options import build_config, config_to_dict, parse_spec
 from bench.plugins.registry import EXTRACTORS, MODELS, Entry, Registry
-from bench.features.weights import RANDOM, RANDOM_LABEL
 
 
 @dataclass(frozen=True)
@@ -22,15 +22,13 @@ class PluginSpec:
     config: Any
     entry: Entry
 
+    def key(self, tune: int = 0) -> PluginLabel:
+        """How rows tell this plugin apart (see ``bench.plugins.labels``)."""
+        return PluginLabel.of(self, tune)
+
     @property
     def label(self) -> str:
-        """The registry key, plus the options that differ from the defaults."""
-        changed = non_default_options(self.config)
-        weights = changed.pop("weights", None)
-        parts = [f"{k}={_option_text(v)}" for k, v in changed.items()]
-        if weights == RANDOM:  # a path to real weights is the normal case and stays out of the label
-            parts.append(RANDOM_LABEL)
-        return f"{self.name}[{','.join(parts)}]" if parts else self.name
+        return str(self.key())
 
     @property
     def version(self) -> str:
@@ -77,16 +75,66 @@ def resolve(registry: Registry, specs: list[str], weights: str | None = None) ->
     return resolved
 
 
+@dataclass(frozen=True)
+class Features:
+    """The feature side of a row: one extractor, or several fused by ``+``."""
+
+    parts: tuple[PluginSpec, ...]
+
+    def key(self) -> tuple[PluginLabel, ...]:
+        return tuple(p.key() for p in self.parts)
+
+    @property
+    def label(self) -> str:
+        return FUSION.join(p.label for p in self.parts)
+
+    @property
+    def name(self) -> str:
+        return FUSION.join(p.name for p in self.parts)
+
+    def digest(self) -> str:
+        if len(self.parts) == 1:  # a single extractor keeps its own digest (and so its run names)
+            return self.parts[0].digest()
+        return hashlib.sha256(FUSION.join(p.digest() for p in self.parts).encode()).hexdigest()
+
+    def params(self) -> dict[str, str]:
+        if len(self.parts) == 1:
+            return self.parts[0].params("extractor")
+        out = {"extractor.fusion": self.label}
+        for i, part in enumerate(self.parts):
+            out.update(part.params(f"extractor{i}"))
+        return out
+
+
+def resolve_features(spec: str, weights: str | None = None) -> Features:
+    """``A`` or a fusion ``A+B+C``, every part resolved and checked."""
+    parts = spec.split(FUSION)
+    if any(not p.strip() for p in parts):
+        raise UsageError(f"empty extractor in {spec!r}; join extractors with '+', e.g. radiomics+clinical")
+    features = Features(tuple(resolve(EXTRACTORS, parts, weights)))
+    return features
+
+
+def resolve_baseline(extractor: str, model: str | None, weights: str | None = None, tune: int = 0) -> Baseline:
+    """The baseline given as specs (``radiomics:roi=spine``, ``coxph``), resolved by the registry into keys.
+
+    Resolving through the same plugins and options as the rows means the baseline matches its row by key,
+    whatever the label's text form.
+    """
+    features = resolve_features(extractor, weights).key()
+    return Baseline(features, None if model is None else resolve(MODELS, [model])[0].key(tune))
+
+
+def baseline_from_text(extractor: str, model: str | None) -> Baseline:
+    """A baseline as typed for ``bench leaderboard``: labels as the page shows them, or specs (with ``:``)."""
+    if ":" in extractor or (model is not None and ":" in model):
+        return resolve_baseline(extractor, model)
+    return Baseline(parse_features(extractor), None if model is None else PluginLabel.parse(model))
+
+
 def resolve_extractors(specs: list[str], weights: str | None = None) -> list[PluginSpec]:
     return resolve(EXTRACTORS, specs, weights)
 
 
 def resolve_models(specs: list[str]) -> list[PluginSpec]:
     return resolve(MODELS, specs)
-
-
-def _option_text(value: Any) -> str:
-    """An option value as it is typed on the command line (tuples with '/')."""
-    if isinstance(value, tuple):
-        return "/".join(str(v) for v in value)
-    return str(value)

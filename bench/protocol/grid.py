@@ -32,7 +32,9 @@ from typing import Any
 import yaml
 
 from bench.errors import UsageError
-from bench.protocol.runner import RunOutcome, RunRequest, resolve_plan, run
+from bench.plugins.labels import Baseline, RowKey
+from bench.plugins.specs import resolve_baseline
+from bench.protocol.runner import RunOutcome, RunRequest, resolve_plan, row_key, run
 
 TOP_KEYS = {
     "dataset", "split", "seed", "bootstrap", "weights", "workers", "tune", "extractors", "models", "rows",
@@ -118,15 +120,13 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
 def check_plan(config: GridConfig) -> list[tuple[str, list[str]]]:
     """Resolve every row (plugins load, options validate) and the baseline row; nothing is computed."""
     plan = resolve_plan(config.request)
-    labels = [(features.label, [m.label for m in models]) for features, models in plan]
-    baseline = _label_of(config.baseline_extractor, config.request.weights)
-    if not any(f == baseline for f, _ in labels):
-        raise UsageError(f"{config.path}: baseline extractor {baseline!r} is not one of the rows")
-    if config.baseline_model is not None:
-        model = _label_of_model(config.baseline_model)
-        if not any(f == baseline and model in ms for f, ms in labels):
-            raise UsageError(f"{config.path}: no row {baseline} x {model} to compare with; add it to rows")
-    return labels
+    keys = {row_key(features, model, config.request.tune) for features, models in plan for model in models}
+    baseline = grid_baseline(config)
+    if not any(key.features == baseline.features for key in keys):
+        raise UsageError(f"{config.path}: baseline extractor {baseline.describe()} is not one of the rows")
+    if baseline.model is not None and RowKey(baseline.features, baseline.model) not in keys:
+        raise UsageError(f"{config.path}: no row {baseline.describe()} to compare with; add it to rows")
+    return [(features.label, [m.label for m in models]) for features, models in plan]
 
 
 def run_grid(config: GridConfig, progress: bool = True) -> RunOutcome:
@@ -134,32 +134,10 @@ def run_grid(config: GridConfig, progress: bool = True) -> RunOutcome:
     return run(config.request, progress=progress)
 
 
-def baseline_labels(config: GridConfig) -> tuple[str, str | None]:
-    """The baseline as leaderboard labels (the extractor's resolved label, the model's label)."""
-    model = None
-    if config.baseline_model is not None:
-        model = _label_of_model(config.baseline_model)
-        if config.request.tune:
-            model = _tuned_label(model, config.request.tune)
-    return _label_of(config.baseline_extractor, config.request.weights), model
-
-
-def _label_of(spec: str, weights: str | None) -> str:
-    from bench.plugins.specs import resolve_extractors
-
-    return "+".join(p.label for p in resolve_extractors(spec.split("+"), weights))
-
-
-def _label_of_model(spec: str) -> str:
-    from bench.plugins.specs import resolve_models
-
-    return resolve_models([spec])[0].label
-
-
-def _tuned_label(label: str, trials: int) -> str:
-    name, _, rest = label.partition("[")
-    body = rest[:-1] if rest else ""
-    return f"{name}[{','.join(filter(None, [body, f'tune={trials}']))}]"
+def grid_baseline(config: GridConfig) -> Baseline:
+    """The config's baseline, resolved into row keys as the rows are (same weights, same tuning)."""
+    request = config.request
+    return resolve_baseline(config.baseline_extractor, config.baseline_model, request.weights, request.tune)
 
 
 def _mapping(value: Any, where: str) -> dict:

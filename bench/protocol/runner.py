@@ -19,7 +19,8 @@ from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
 from bench.errors import BenchError, UsageError
 from bench.protocol.evaluation import Evaluation, evaluate
-from bench.plugins.specs import PluginSpec, resolve_extractors, resolve_models
+from bench.plugins.labels import RowKey
+from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
 from bench.plugins.registry import EXTRACTORS
 from bench.report.tracking import Tracker, dumps
 from bench.protocol.tuning import TuningSpec, tune_fold
@@ -53,34 +54,6 @@ class RunRequest:
         return [(features, tuple(self.models)) for features in self.extractors]
 
 
-@dataclass(frozen=True)
-class Features:
-    """The feature side of a row: one extractor, or several fused by ``+``."""
-
-    parts: tuple[PluginSpec, ...]
-
-    @property
-    def label(self) -> str:
-        return "+".join(p.label for p in self.parts)
-
-    @property
-    def name(self) -> str:
-        return "+".join(p.name for p in self.parts)
-
-    def digest(self) -> str:
-        if len(self.parts) == 1:  # a single extractor keeps its own digest (and so its run names)
-            return self.parts[0].digest()
-        return hashlib.sha256("+".join(p.digest() for p in self.parts).encode()).hexdigest()
-
-    def params(self) -> dict[str, str]:
-        if len(self.parts) == 1:
-            return self.parts[0].params("extractor")
-        out = {"extractor.fusion": self.label}
-        for i, part in enumerate(self.parts):
-            out.update(part.params(f"extractor{i}"))
-        return out
-
-
 @dataclass
 class CombinationResult:
     extractor: Features
@@ -91,17 +64,8 @@ class CombinationResult:
     tuning: TuningSpec | None = None
 
     @property
-    def model_label(self) -> str:
-        """The model's label, plus the number of tuning trials when its options were tuned."""
-        if self.tuning is None:
-            return self.model.label
-        label = self.model.label
-        body = label[len(self.model.name) + 1 : -1] if label.endswith("]") else ""
-        return f"{self.model.name}[{','.join(filter(None, [body, f'tune={self.tuning.trials}']))}]"
-
-    @property
-    def label(self) -> str:
-        return f"{self.extractor.label} x {self.model_label}"
+    def key(self) -> RowKey:
+        return row_key(self.extractor, self.model, self.tuning.trials if self.tuning else 0)
 
 
 @dataclass
@@ -125,8 +89,8 @@ class RunOutcome:
             "parent_run_id": self.parent_run_id,
             "results": [
                 {
-                    "extractor": r.extractor.label,
-                    "model": r.model_label,
+                    "extractor": r.key.features_label,
+                    "model": r.key.model_label,
                     "run_id": r.run_id,
                     "run_name": r.run_name,
                     "metrics": {m: s.as_dict() for m, s in r.evaluation.metrics.items()},
@@ -139,13 +103,15 @@ class RunOutcome:
 def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     """Validate everything first, then extract, evaluate and track each row."""
     if request.bootstrap < 0:
-        raise BenchError(f"--bootstrap must be 0 or more, got {request.bootstrap}")
+        raise UsageError(f"--bootstrap must be 0 or more, got {request.bootstrap}")
     if request.tune < 0 or request.tune_inner_folds < 2:
         raise UsageError(f"--tune must be 0 or more and inner folds at least 2, got {request.tune}, "
                          f"{request.tune_inner_folds}")  # fmt: skip
+    if request.workers < 1:
+        raise UsageError(f"--workers must be 1 or more, got {request.workers}")
+    plan = resolve_plan(request)  # options first: loading (or generating) a cohort can take a while
     cohort = load_cohort(request.dataset, request.horizons, request.tau)
     split = load_split(cohort, request.split or cohort.default_split)
-    plan = resolve_plan(request)
     tuning = (
         TuningSpec(request.tune, request.tune_inner_folds, request.optuna_storage, f"{cohort.name}-{split.name}")
         if request.tune
@@ -209,15 +175,12 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
 def resolve_plan(request: RunRequest) -> list[tuple[Features, list[PluginSpec]]]:
     """Load and validate every plugin and option of every row before any work starts."""
     plan = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[RowKey] = set()
     rows = []
     for spec, model_specs in request.planned_rows():  # "all" is every registered extractor, each in its own row
         rows += [(name, model_specs) for name in EXTRACTORS.names()] if spec.strip() == "all" else [(spec, model_specs)]
     for spec, model_specs in rows:
-        parts = spec.split("+")
-        if any(not p.strip() for p in parts):
-            raise UsageError(f"empty extractor in {spec!r}; join extractors with '+', e.g. radiomics+clinical")
-        features = Features(tuple(resolve_extractors(parts, request.weights)))
+        features = resolve_features(spec, request.weights)
         labels = [p.label for p in features.parts]
         if len(set(labels)) < len(labels):
             raise UsageError(f"{spec!r} fuses the same extractor twice")
@@ -229,12 +192,17 @@ def resolve_plan(request: RunRequest) -> list[tuple[Features, list[PluginSpec]]]
                     f"{sequences[0]} gives per-slice sequences, which model {model.name!r} cannot read; "
                     "use a model that pools them (deepsurv) or the extractor's pool=mean"
                 )
-            key = (features.label, model.label)
+            key = row_key(features, model, request.tune)
             if key in seen:
-                raise UsageError(f"row {features.label} x {model.label} is given twice")
+                raise UsageError(f"row {key} is given twice")
             seen.add(key)
         plan.append((features, models))
     return plan
+
+
+def row_key(features: Features, model: PluginSpec, tune: int = 0) -> RowKey:
+    """The identity of a row: what runner, tracking and leaderboard compare (never its text)."""
+    return RowKey(features.key(), model.key(tune))
 
 
 def _model_factory(model: PluginSpec, seed: int):
@@ -299,8 +267,8 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
         for fold_key, chosen in evaluation.tuned.items():
             params.update({f"tuned.{fold_key}.{k}": json.dumps(v) for k, v in chosen.items()})
     tags = {
-        "bench.extractor": result.extractor.label,
-        "bench.model": result.model_label,
+        "bench.extractor": result.key.features_label,
+        "bench.model": result.key.model_label,
         **{f"bench.reason.{m}": s.reason[:5000] for m, s in evaluation.metrics.items() if s.reason},
     }
     metrics = {m: s.as_dict() for m, s in evaluation.metrics.items()}

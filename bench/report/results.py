@@ -1,115 +1,170 @@
-"""A leaderboard's results as data: the committed twin of a generated ``leaderboards/<dataset>.md``.
+"""Results as data: the source every leaderboard page is rendered from.
 
-``bench grid`` writes the rows it evaluated (metrics, C-index bootstrap replicates,
-run names) together with the protocol they were computed under, and renders the
-markdown from this file, so ``bench leaderboard --from FILE --check`` can verify the
-committed page without the MLflow store or the cohort's images.
+``bench run --results FILE`` and ``bench grid`` write the rows they evaluated
+(metrics, C-index bootstrap replicates, run names) together with the protocol
+they were computed under; ``bench leaderboard`` renders markdown from such a
+file only, so ``--check`` verifies a committed page without the MLflow store or
+the cohort's images. MLflow receives the same numbers as a sink and a view.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bench.data.cohort import EvaluationPolicy
 from bench.errors import BenchError
-from bench.report.leaderboard import Baseline, Row
+from bench.plugins.labels import Baseline, RowKey
+from bench.report.files import write_atomic
+
+if TYPE_CHECKING:
+    from bench.data.cohort import Cohort
+    from bench.protocol.runner import RunOutcome
+    from bench.protocol.splits import Split
 
 FORMAT = "prognosis-bench-results/1"
 REPLICATE_DECIMALS = 6  # enough for 3-decimal CIs; keeps the committed file small
+METRIC_FIELDS = ("mean", "se", "ci_low", "ci_high")
 
 
 @dataclass(frozen=True)
-class ProtocolInfo:
-    """The cohort facts a leaderboard page states (what ``render`` reads of a Cohort)."""
+class Protocol:
+    """What a page states about how its rows were computed: cohort, evaluation policy and split."""
 
-    name: str
+    dataset: str
     description: str
     n: int
     n_events: int
     policy: EvaluationPolicy
+    split_name: str
+    split_scheme: dict
+    split_sha256: str
+
+    @classmethod
+    def of(cls, cohort: Cohort, split: Split) -> Protocol:
+        return cls(
+            cohort.name, cohort.description, int(cohort.n), int(cohort.n_events), cohort.policy,
+            split.name, split.scheme, split.sha256,
+        )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class SplitInfo:
-    """The split facts a leaderboard page states (what ``render`` reads of a Split)."""
-
-    name: str
-    scheme: dict
-    sha256: str
+@dataclass
+class Row:
+    key: RowKey
+    run_name: str
+    metrics: dict[str, dict[str, float]]  # metric -> mean/se/ci_low/ci_high
+    reasons: dict[str, str] = field(default_factory=dict)  # metric -> why it is n/a
+    bootstrap: int = 0
+    seed: int = 0
+    replicates: np.ndarray | None = None  # bootstrap fold means of the C-index, shared across entries
+    run_id: str = ""  # MLflow run id (not stored: it differs between stores)
 
 
 @dataclass
 class Results:
-    protocol: ProtocolInfo
-    split: SplitInfo
+    protocol: Protocol
     rows: list[Row]
     baseline: Baseline
     source: str  # the command that produced them, quoted on the page
 
+    @classmethod
+    def from_outcome(cls, outcome: RunOutcome, baseline: Baseline, source: str) -> Results:
+        """The results of one run, exactly as they will read back from their file."""
+        rows = [
+            Row(
+                r.key,
+                r.run_name,
+                {m: {f: getattr(s, f) for f in METRIC_FIELDS} for m, s in r.evaluation.metrics.items()},
+                {m: s.reason for m, s in r.evaluation.metrics.items() if s.reason},
+                outcome.request.bootstrap,
+                outcome.request.seed,
+                r.evaluation.replicates["c_index"].to_numpy() if not r.evaluation.replicates.empty else None,
+                r.run_id,
+            )
+            for r in outcome.results
+        ]
+        fresh = cls(Protocol.of(outcome.cohort, outcome.split), rows, baseline, source)
+        read_back = cls.from_json(json.loads(fresh.to_text()))
+        for row, original in zip(read_back.rows, sorted(rows, key=lambda r: r.key.sort_key())):
+            row.run_id = original.run_id
+        return read_back
 
-def save_results(path: Path, cohort: Any, split: Any, rows: list[Row], baseline: Baseline, source: str) -> None:
-    """Write the results atomically (rows sorted, so the same results give the same bytes)."""
-    policy = cohort.policy
-    body = {
-        "format": FORMAT,
-        "source": source,
-        "protocol": {
-            "dataset": cohort.name,
-            "description": cohort.description,
-            "n": int(cohort.n),
-            "events": int(cohort.n_events),
-            "policy": {
-                "horizons": list(policy.horizons),
-                "tau": policy.tau,
-                "time_unit": policy.time_unit,
-                "ibs_points": policy.ibs_points,
+    def with_baseline(self, baseline: Baseline) -> Results:
+        return replace(self, baseline=baseline)
+
+    def find(self, key: RowKey) -> Row | None:
+        return next((r for r in self.rows if r.key == key), None)
+
+    def to_text(self) -> str:
+        """The file's content: rows sorted, numbers as JSON, so the same results give the same bytes."""
+        p = self.protocol
+        body = {
+            "format": FORMAT,
+            "source": self.source,
+            "protocol": {
+                "dataset": p.dataset,
+                "description": p.description,
+                "n": p.n,
+                "events": p.n_events,
+                "policy": {
+                    "horizons": list(p.policy.horizons),
+                    "tau": p.policy.tau,
+                    "time_unit": p.policy.time_unit,
+                    "ibs_points": p.policy.ibs_points,
+                },
+                "split": {"name": p.split_name, "scheme": p.split_scheme, "sha256": p.split_sha256},
             },
-            "split": {"name": split.name, "scheme": split.scheme, "sha256": split.sha256},
-        },
-        "baseline": {"extractor": baseline.extractor, "model": baseline.model},
-        "rows": [_row_json(r) for r in sorted(rows, key=lambda r: (r.extractor, r.model))],
-    }
-    text = json.dumps(body, indent=1, sort_keys=True, allow_nan=True) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+            "baseline": self.baseline.as_json(),
+            "rows": [_row_json(r) for r in sorted(self.rows, key=lambda r: r.key.sort_key())],
+        }
+        return json.dumps(body, indent=1, sort_keys=True, allow_nan=True) + "\n"
+
+    @classmethod
+    def from_json(cls, body: dict) -> Results:
+        p = body["protocol"]
+        policy = EvaluationPolicy(
+            tuple(p["policy"]["horizons"]), p["policy"]["tau"], p["policy"]["time_unit"], p["policy"]["ibs_points"]
+        )
+        protocol = Protocol(
+            p["dataset"], p["description"], p["n"], p["events"], policy,
+            p["split"]["name"], p["split"]["scheme"], p["split"]["sha256"],
+        )  # fmt: skip
+        rows = [_row_from_json(r) for r in body["rows"]]
+        return cls(protocol, rows, Baseline.from_json(body["baseline"]), body["source"])
+
+
+def save_results(path: Path, results: Results) -> Path:
+    """Write atomically: an interrupted write leaves the previous file (or none), never half a file."""
+    return write_atomic(path, results.to_text())
 
 
 def load_results(path: Path) -> Results:
     try:
         body = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise BenchError(f"no results file {path}; run the grid that writes it (bench grid --config ...)") from None
-    except json.JSONDecodeError as exc:
-        raise BenchError(f"{path} is not a results file ({exc}); regenerate it with bench grid") from None
-    if body.get("format") != FORMAT:
-        raise BenchError(f"{path} has format {body.get('format')!r}, expected {FORMAT!r}; regenerate it")
-    p = body["protocol"]
-    policy = EvaluationPolicy(
-        tuple(p["policy"]["horizons"]), p["policy"]["tau"], p["policy"]["time_unit"], p["policy"]["ibs_points"]
-    )
-    protocol = ProtocolInfo(p["dataset"], p["description"], p["n"], p["events"], policy)
-    split = SplitInfo(p["split"]["name"], p["split"]["scheme"], p["split"]["sha256"])
-    rows = [_row_from_json(r) for r in body["rows"]]
-    return Results(protocol, split, rows, Baseline(**body["baseline"]), body["source"])
-
-
-def rounded(rows: list[Row]) -> list[Row]:
-    """The rows as they will read back from a results file (replicates rounded)."""
-    return [_row_from_json(json.loads(json.dumps(_row_json(r)))) for r in rows]
+        raise BenchError(
+            f"no results file {path}; write one with `bench run ... --results {path}` or `bench grid --config ...`"
+        ) from None
+    except (IsADirectoryError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BenchError(f"{path} is not a results file ({exc}); regenerate it with bench run or bench grid") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        found = body.get("format") if isinstance(body, dict) else None
+        raise BenchError(f"{path} has format {found!r}, expected {FORMAT!r}; regenerate it")
+    try:
+        return Results.from_json(body)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BenchError(f"{path} is not a complete results file (bad or missing {exc}); regenerate it") from None
 
 
 def _row_json(row: Row) -> dict:
     return {
-        "extractor": row.extractor,
-        "model": row.model,
+        "extractor": row.key.features_label,
+        "model": row.key.model_label,
         "run_name": row.run_name,
         "metrics": {m: {f: _number(v) for f, v in sorted(fields.items())} for m, fields in sorted(row.metrics.items())},
         "reasons": dict(sorted(row.reasons.items())),
@@ -125,10 +180,8 @@ def _row_from_json(body: dict) -> Row:
     metrics = {m: {f: _float(v) for f, v in fields.items()} for m, fields in body["metrics"].items()}
     replicates = body["c_index_replicates"]
     return Row(
-        body["extractor"],
-        body["model"],
+        RowKey.parse(body["extractor"], body["model"]),
         body["run_name"],
-        "",
         metrics,
         body["reasons"],
         body["bootstrap"],

@@ -1,4 +1,4 @@
-"""Fold scores, bootstrap replicates and their summaries.
+"""Bootstrap replicates and their summaries.
 
 The numbers themselves come from the engine (``bench.stats.engine``); this module
 decides which patients each bootstrap replicate draws, and turns per-fold values
@@ -9,31 +9,10 @@ differences.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from bench.data.cohort import EvaluationPolicy
-from bench.stats.engine import FoldMetrics
-
-
-@dataclass
-class FoldScores:
-    values: dict[str, float]
-    reasons: dict[str, str] = field(default_factory=dict)  # metric -> why it is NaN
-
-
-def fold_scores(
-    y_train: np.ndarray,
-    y_test: np.ndarray,
-    risk: np.ndarray,
-    survival: np.ndarray | None,
-    policy: EvaluationPolicy,
-) -> FoldScores:
-    """Every metric of one fold; a metric that cannot be computed is NaN with a reason."""
-    engine = FoldMetrics(y_train, y_test, risk, survival, policy)
-    values = engine.point()
-    return FoldScores(values, engine.reasons)
 
 
 def bootstrap_indices(seed: int, split_sha: str, repeat: int, fold: int, n: int, replicates: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bench.data.cohort import structured_y
+from bench.errors import UsageError
 from bench.stats.engine import concordance, uno_weights
 from bench.stats.bootstrap import paired_difference
 
@@ -43,6 +44,10 @@ class StudyConfig:
     power_gap: float = 0.03  # population C-index advantage of the better score
     alpha: float = 0.05
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.simulations, self.power_simulations, self.bootstrap) < 1 or self.n < 10:
+            raise UsageError("--simulations, --power-simulations and --bootstrap must be positive and --n at least 10")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("radiomics")
 
-from bench.features.cache import FeatureCache
+from bench.cache import FeatureCache
 from bench.data.imaging.study import Study
 from bench.data.manifest import manifest_cohort, read_manifest
 from bench.data.synthetic import PRESETS, generate

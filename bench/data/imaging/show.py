@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
+
+from bench.errors import UsageError
+
+if TYPE_CHECKING:
+    from bench.data.cohort import Cohort
 
 ROI_COLOURS = {"skeleton": "tab:cyan", "spine": "tab:orange", "spine_dilated": "tab:red"}
 
@@ -53,3 +59,21 @@ def render_study(pet: sitk.Image, ct: sitk.Image, rois: dict[str, sitk.Image], t
     plt.close(fig)
     tmp.replace(out)
     return out
+
+
+def show_patient(cohort: Cohort, patient: str, rois: list[str], out: Path) -> Path:
+    """Render one study of ``cohort`` (by sample id, or the first study of a patient id) to ``out``."""
+    from bench.data.imaging.study import load_study
+
+    if not cohort.has_images:
+        raise UsageError(f"dataset {cohort.name!r} has no images to show")
+    sample = patient
+    if sample not in cohort.inputs:
+        by_patient = [s for s, p in zip(cohort.sample_ids, cohort.patient_ids) if p == patient]
+        if not by_patient:
+            examples = ", ".join(list(cohort.inputs)[:5])
+            raise UsageError(f"no patient {patient!r} in {cohort.name!r}; e.g. {examples}")
+        sample = by_patient[0]
+    study = load_study(cohort.inputs[sample], sample)
+    masks = {roi: study.roi_mask(roi) for roi in rois}
+    return render_study(study.pet, study.ct, masks, f"{cohort.name}: {sample}", out)

@@ -16,22 +16,23 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from bench.features.cache import cache_root, file_digest
+from bench.data.inputs import StudyInputs
+from bench.cache import cache_root, file_digest
 from bench.data.imaging import io
 from bench.data.imaging import masks as mask_algorithms
 
 
 class Study:
-    def __init__(self, inputs: dict, patient: str):
+    def __init__(self, inputs: StudyInputs, patient: str):
         self.inputs = inputs
         self.patient = patient
-        self.pet = io.read_pet(inputs["pet"], patient=patient, units=inputs.get("pet_units", "suv"))
+        self.pet = io.read_pet(inputs.image("pet", patient), patient=patient, units=inputs.pet_units)
 
     @cached_property
     def ct_native(self) -> sitk.Image:
         """CT in HU on its own grid (masks are computed there)."""
-        ct = io.read_ct(self.inputs["ct"], patient=self.patient)
-        pet_file, ct_file = str(self.inputs["pet"]), str(self.inputs["ct"])
+        ct = io.read_ct(self.inputs.image("ct", self.patient), patient=self.patient)
+        pet_file, ct_file = str(self.inputs.pet), str(self.inputs.ct)
         io.check_overlap(self.pet, ct, f"PET {pet_file!r}", f"CT {ct_file!r}", patient=self.patient)
         return ct
 
@@ -42,7 +43,7 @@ class Study:
 
     def roi_mask(self, roi: str, use_cache: bool = True) -> sitk.Image:
         """The ROI on the PET grid: the manifest's mask if it has one, else computed from CT (cached)."""
-        supplied = self.inputs.get("masks", {}).get(roi)
+        supplied = self.inputs.masks.get(roi)
         if supplied is not None:
             mask = io.read_mask(supplied, patient=self.patient, roi=roi)
             return io.resample_to(mask, self.pet, "nearest")
@@ -61,10 +62,10 @@ class Study:
         return mask
 
     def _mask_key(self, roi: str) -> str:
-        digest = hashlib.sha256(file_digest(Path(self.inputs["ct"])).encode())
+        digest = hashlib.sha256(file_digest(self.inputs.image("ct", self.patient)).encode())
         digest.update(f"{roi}|{mask_algorithms.VERSION}|{mask_algorithms.MaskConfig()!r}".encode())
         return digest.hexdigest()
 
 
-def load_study(inputs: dict, patient: str) -> Study:
+def load_study(inputs: StudyInputs, patient: str) -> Study:
     return Study(inputs, patient)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.errors import DataError
+from bench.errors import DataError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _preset(preset: str | Preset) -> Preset:
     if isinstance(preset, Preset):
         return preset
     if preset not in PRESETS:
-        raise DataError(f"unknown synthetic preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+        raise UnknownNameError("preset", preset, sorted(PRESETS))
     return PRESETS[preset]
 
 

@@ -21,8 +21,42 @@ import numpy as np
 
 
 def cache_root() -> Path:
+    """Where features and computed masks are cached: ``$BENCH_CACHE_DIR`` or ``~/.cache/prognosis-bench/cache``."""
     env = os.environ.get("BENCH_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "prognosis-bench" / "cache"
+
+
+def masks_dir() -> Path:
+    return cache_root() / "masks"
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    root: Path
+    feature_entries: int
+    feature_bytes: int
+    masks: int
+    mask_bytes: int
+
+    def __str__(self) -> str:
+        return (f"{self.root}: {self.feature_entries} feature entries ({self.feature_bytes / 1e6:.1f} MB), "
+                f"{self.masks} masks ({self.mask_bytes / 1e6:.1f} MB)")  # fmt: skip
+
+
+def summary() -> CacheSummary:
+    """What ``bench cache info`` reports."""
+    count, size = FeatureCache.default().info()
+    masks = list(masks_dir().glob("*.nii.gz")) if masks_dir().exists() else []
+    return CacheSummary(cache_root(), count, size, len(masks), sum(f.stat().st_size for f in masks))
+
+
+def clear() -> CacheSummary:
+    """Empty the feature and mask caches; what was there before."""
+    before = summary()
+    FeatureCache.default().clear()
+    if masks_dir().exists():
+        shutil.rmtree(masks_dir())
+    return before
 
 
 def file_digest(path: Path) -> str:

@@ -14,15 +14,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.features.cache import cache_root
-from bench.errors import BenchError
+from bench.cache import cache_root
+from bench.errors import WeightsError
 
 RANDOM = "random"
 RANDOM_LABEL = "random-init"
-
-
-class WeightsError(BenchError):
-    """Pretrained weights could not be found or loaded."""
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,0 @@
-"""Stage 3, features: the content-addressed cache and pretrained weights (the extractors are plugins in ``feature_extractors/``)."""

@@ -1,0 +1,144 @@
+"""Row identity: the one place that turns plugins into labels and labels into keys.
+
+A leaderboard row is a :class:`RowKey`: the feature side (one extractor, or several
+fused by ``+``) and the model, each a :class:`PluginLabel` (registry key, the
+options that differ from the plugin's defaults, and marks such as
+``random-init`` or ``tune=20``). Runner, grid, tracking and leaderboard all build
+keys here and compare keys, never strings; the text form (``radiomics[roi=spine]
+x coxnet[tune=20]``) is derived from the key, and parsed back only when a
+results file is read, by the inverse of the same function.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import UsageError
+
+if TYPE_CHECKING:
+    from bench.plugins.specs import PluginSpec
+
+RANDOM_INIT = "random-init"  # the mark of an explicit random-initialisation control (--weights random)
+TUNE_MARK = "tune"  # the mark of nested tuning: tune=<trials per outer training fold>
+FUSION = "+"
+_LABEL = re.compile(r"^(?P<name>[^\[\]+]+)(?:\[(?P<body>[^\[\]]*)\])?$")
+
+
+@dataclass(frozen=True)
+class PluginLabel:
+    """One plugin as rows tell it apart."""
+
+    name: str  # the registry key (= file name = leaderboard label)
+    options: tuple[tuple[str, str], ...] = ()  # non-default options as typed on the command line, in field order
+    random_init: bool = False  # weights=random: a labelled control, never the real model
+    tune: int = 0  # Optuna trials per outer training fold (0: untuned)
+
+    def __str__(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.options]
+        if self.random_init:
+            parts.append(RANDOM_INIT)
+        if self.tune:
+            parts.append(f"{TUNE_MARK}={self.tune}")
+        return f"{self.name}[{','.join(parts)}]" if parts else self.name
+
+    @classmethod
+    def of(cls, spec: PluginSpec, tune: int = 0) -> PluginLabel:
+        """The label of a resolved plugin (``weights`` is a mark when random, else not part of the label)."""
+        from bench.plugins.weights import RANDOM
+        from bench.plugins.options import non_default_options
+
+        changed = non_default_options(spec.config)
+        weights = changed.pop("weights", None)
+        options = tuple((k, option_text(v)) for k, v in changed.items())
+        return cls(spec.name, options, weights == RANDOM, tune)
+
+    @classmethod
+    def parse(cls, text: str) -> PluginLabel:
+        """The inverse of ``str``: ``coxnet[alpha=0.1,tune=20]`` -> PluginLabel."""
+        match = _LABEL.match(text.strip())
+        if match is None:
+            raise UsageError(f"{text!r} is not a plugin label (NAME or NAME[option=value,...])")
+        options: list[tuple[str, str]] = []
+        random_init, tune = False, 0
+        for item in filter(None, (match["body"] or "").split(",")):
+            key, sep, value = item.partition("=")
+            if item == RANDOM_INIT:
+                random_init = True
+            elif key == TUNE_MARK and sep and value.isdigit():
+                tune = int(value)
+            elif sep:
+                options.append((key, value))
+            else:
+                raise UsageError(f"{text!r}: {item!r} is neither option=value nor a mark ({RANDOM_INIT}, tune=N)")
+        return cls(match["name"].strip(), tuple(options), random_init, tune)
+
+
+def features_text(parts: tuple[PluginLabel, ...]) -> str:
+    return FUSION.join(str(p) for p in parts)
+
+
+def parse_features(text: str) -> tuple[PluginLabel, ...]:
+    return tuple(PluginLabel.parse(p) for p in text.split(FUSION))
+
+
+@dataclass(frozen=True)
+class RowKey:
+    """A leaderboard row: the feature side and the model."""
+
+    features: tuple[PluginLabel, ...]
+    model: PluginLabel
+
+    @property
+    def features_label(self) -> str:
+        return features_text(self.features)
+
+    @property
+    def model_label(self) -> str:
+        return str(self.model)
+
+    def __str__(self) -> str:
+        return f"{self.features_label} x {self.model_label}"
+
+    @classmethod
+    def parse(cls, features: str, model: str) -> RowKey:
+        return cls(parse_features(features), PluginLabel.parse(model))
+
+    def sort_key(self) -> tuple[str, str]:
+        return self.features_label, self.model_label
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The entry every row is compared with: these features with the row's own model, or with a fixed model."""
+
+    features: tuple[PluginLabel, ...] = (PluginLabel("clinical"),)
+    model: PluginLabel | None = None
+
+    def key_for(self, row: RowKey) -> RowKey:
+        return RowKey(self.features, self.model if self.model is not None else row.model)
+
+    def flags(self) -> str:
+        """The command-line flags that select this baseline (empty for the default)."""
+        out = "" if self.features == Baseline().features else f" --baseline {features_text(self.features)}"
+        return out + (f" --baseline-model {self.model}" if self.model is not None else "")
+
+    def describe(self) -> str:
+        model = "the same model" if self.model is None else f"`{self.model}`"
+        return f"`{features_text(self.features)}` with {model}"
+
+    def as_json(self) -> dict[str, str | None]:
+        return {"extractor": features_text(self.features), "model": None if self.model is None else str(self.model)}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Baseline:
+        model = body.get("model")
+        return cls(parse_features(body["extractor"]), None if model is None else PluginLabel.parse(model))
+
+
+def option_text(value: Any) -> str:
+    """An option value as it is typed on the command line (tuples with '/')."""
+    if isinstance(value, tuple):
+        return "/".join(str(v) for v in value)
+    return str(value)

@@ -1,0 +1,129 @@
+"""The shape of the tree: one core package, data folders that hold data, nothing written into an install."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shlex
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from bench.testing import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("bench", "feature_extractors", "survival_models")
+
+
+def _listing(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A non-editable copy of the package, as `pip install .` puts it in site-packages."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
+         str(target), str(REPO)],
+        check=True, capture_output=True, text=True, cwd=tmp_path_factory.mktemp("build"),
+    )  # fmt: skip
+    return target
+
+
+def test_a_non_editable_install_is_never_written_to(installed: Path, tmp_path: Path) -> None:
+    before = _listing(installed)
+    assert "bench/_builtin_splits/gbsg2/cv5.json" in before, "the built-in splits ship with the package"
+    assert not any(name.startswith(("splits/", "leaderboards/")) for name in before), "no data folders as packages"
+    env = {"PYTHONPATH": os.pathsep.join([str(installed), os.environ.get("PYTHONPATH", "")])}
+    where = run_cli("list", "datasets", env=env, cwd=tmp_path)  # warm-up; the real checks follow
+    assert where.returncode == 0, where.stderr
+    located = subprocess.run([sys.executable, "-c", "import bench; print(bench.__file__)"], capture_output=True,
+                             text=True, cwd=tmp_path, env={**os.environ, **env}, check=True)  # fmt: skip
+    assert located.stdout.strip().startswith(str(installed)), "the test must exercise the installed copy"
+
+    ran = run_cli("run", "--dataset", "gbsg2", "--model", "coxph", "--bootstrap", "20", "--quiet",
+                  "--results", "results.json", env=env, cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    made = run_cli("splits", "make", "--dataset", "veterans", "--name", "mine", "--folds", "3", env=env, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    page = run_cli("leaderboard", "--from", "results.json", env=env, cwd=tmp_path)
+    assert page.returncode == 0, page.stderr
+
+    assert _listing(installed) == before, "nothing is written inside the installed package"
+    for written in ("mlflow.db", "results.json", "results.md", "splits/veterans/mine.json"):
+        assert (tmp_path / written).is_file(), f"{written} lands in the working directory"
+    verify = run_cli("splits", "verify", "--dataset", "veterans", "--name", "mine", env=env, cwd=tmp_path)
+    assert verify.returncode == 0 and str(tmp_path / "splits" / "veterans" / "mine.json") in verify.stdout
+
+
+def test_data_folders_hold_no_code() -> None:
+    for folder in ("splits", "leaderboards"):
+        code = sorted(str(p.relative_to(REPO)) for p in (REPO / folder).rglob("*.py"))
+        assert code == [], f"{folder}/ is data only"
+    assert (REPO / "splits" / "gbsg2" / "cv5.json").is_file(), "the built-in splits stay visible in the repository"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_over_500_lines(package: str) -> None:
+    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in (REPO / package).rglob("*.py")}
+    assert sizes and max(sizes.values()) <= 500, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_errors_are_all_declared_in_one_module() -> None:
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            if path == REPO / "bench" / "errors.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                    assert not any(b.endswith(("Error", "Exception")) for b in bases), f"{path}: {node.name}"
+
+
+def test_the_cli_only_parses_and_calls() -> None:
+    """cli.py imports no library module at the top and defines no logic beyond the commands it dispatches."""
+    tree = ast.parse((REPO / "bench" / "cli.py").read_text())
+    top_imports = [n for n in tree.body if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("bench")]
+    assert [n.module for n in top_imports] == ["bench.errors"]
+
+
+def test_old_import_paths_still_work_with_a_deprecation_warning() -> None:
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "try:\n    import bench.cohort\nexcept DeprecationWarning as w:\n    print('WARNED', w)\n"
+        "warnings.simplefilter('ignore')\n"
+        "from bench.cohort import ColumnSpec\nfrom bench.imaging.study import Study\nfrom bench.weights import RANDOM\n"
+        "import bench.data.cohort as new, bench.data.imaging.study as study\n"
+        "print(ColumnSpec is new.ColumnSpec, Study is study.Study, RANDOM)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "WARNED bench.cohort moved to bench.data.cohort" in out
+    assert "True True random" in out
+
+
+def test_committed_plugins_keep_their_contract_imports() -> None:
+    """An outside plugin written for 0.1 imports these; they must not move."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from feature_extractors.base import Extractor, FeatureBlock, PatientRecord  # noqa: F401
+        from survival_models.base import SksurvModel, SurvivalModel  # noqa: F401
+
+
+def _committed_pages() -> list[Path]:
+    return sorted((REPO / "leaderboards").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", _committed_pages(), ids=lambda p: p.stem)
+def test_every_committed_leaderboard_is_regenerated_byte_for_byte(page: Path) -> None:
+    results = page.with_suffix(".json")
+    assert results.is_file(), f"{page.name} has no results file beside it"
+    source = page.read_text().split("generated by `", 1)[1].split("`", 1)[0]
+    if source.startswith("bench leaderboard "):  # the page names the command that renders it: run that one
+        check = run_cli(*shlex.split(source)[1:], "--check", cwd=REPO)
+    else:  # made by a grid (or run) together with its results: render from the results file
+        check = run_cli("leaderboard", "--from", str(results), "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
