@@ -119,7 +119,7 @@ def test_direct_route_matches_video_predictor(model, reference) -> None:
 
 
 def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import make_cohort
+    from bench.testing import make_cohort
 
     from bench.plugins.weights import WeightsError
 
@@ -139,7 +139,7 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
 
 @pytest.mark.slow
 def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import run_cli
+    from bench.testing import run_cli
 
     from bench.cache import FeatureCache
     from bench.data.datasets import load_cohort

@@ -116,7 +116,7 @@ def test_params_file_replaces_the_settings(tmp_path: Path) -> None:
 
 
 def test_radiomics_runs_through_bench_on_the_tiny_cohort(tmp_path: Path) -> None:
-    from conftest import run_cli
+    from bench.testing import run_cli
 
     env = {"BENCH_DATA_DIR": str(tmp_path / "data"), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
     result = run_cli(
@@ -130,7 +130,7 @@ def test_radiomics_runs_through_bench_on_the_tiny_cohort(tmp_path: Path) -> None
 
 
 def test_cache_cli_info_and_clear(tmp_path: Path) -> None:
-    from conftest import run_cli
+    from bench.testing import run_cli
 
     env = {"BENCH_CACHE_DIR": str(tmp_path)}
     FeatureCache(tmp_path / "features").put("ab" * 32, {"values": np.arange(3.0)})

@@ -22,7 +22,7 @@ from scipy import ndimage, stats
 
 from bench.data import synthetic
 from bench.stats.engine import concordance
-from bench.errors import DataError
+from bench.errors import DataError, UnknownNameError
 from bench.data.synthetic import PRESETS, generate, render_patient, sample_patients
 
 SKELETON = (10, 11, 20)  # cortical bone, marrow and the focal lesions inside them
@@ -301,5 +301,5 @@ def test_an_interrupted_run_leaves_nothing_behind(tmp_path, monkeypatch, error):
 
 
 def test_unknown_preset_lists_the_valid_ones(tmp_path):
-    with pytest.raises(DataError, match="tiny, demo, paper"):
+    with pytest.raises(UnknownNameError, match="tiny, demo, paper"):
         generate("huge", 0, tmp_path / "x", progress=False)

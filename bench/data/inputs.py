@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bench.errors import InputError
 
@@ -24,7 +24,7 @@ class StudyInputs:
     pet_units: str = "suv"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "masks", MappingProxyType({k: Path(v) for k, v in self.masks.items()}))
+        object.__setattr__(self, "masks", {k: Path(v) for k, v in self.masks.items()})  # a private copy
         for what in ("pet", "ct"):
             value = getattr(self, what)
             if value is not None and not isinstance(value, Path):

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from bench.errors import UsageError
-from bench.plugins.labels import Baseline, RowKey
+from bench.plugins.labels import Baseline, RowKey, features_text
 from bench.plugins.specs import resolve_baseline
 from bench.protocol.runner import RunOutcome, RunRequest, resolve_plan, row_key, run
 
@@ -123,7 +123,7 @@ def check_plan(config: GridConfig) -> list[tuple[str, list[str]]]:
     keys = {row_key(features, model, config.request.tune) for features, models in plan for model in models}
     baseline = grid_baseline(config)
     if not any(key.features == baseline.features for key in keys):
-        raise UsageError(f"{config.path}: baseline extractor {baseline.describe()} is not one of the rows")
+        raise UsageError(f"{config.path}: baseline extractor {features_text(baseline.features)!r} is not one of the rows")
     if baseline.model is not None and RowKey(baseline.features, baseline.model) not in keys:
         raise UsageError(f"{config.path}: no row {baseline.describe()} to compare with; add it to rows")
     return [(features.label, [m.label for m in models]) for features, models in plan]

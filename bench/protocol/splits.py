@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,11 +80,11 @@ def splits_dir() -> Path:
 
 def builtin_splits_dir() -> Path | None:
     """The frozen splits of the built-in datasets, shipped read-only with the package (``splits/`` of the repository)."""
-    try:
-        folder = Path(str(resources.files("bench._builtin_splits")))
-    except ModuleNotFoundError:
-        folder = Path(__file__).resolve().parents[2] / "splits"  # a source checkout that was not installed
-    return folder if folder.is_dir() else None
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "_builtin_splits", package.parent / "splits"):  # installed; a source checkout
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def split_path(dataset: str, name: str) -> Path:

@@ -71,7 +71,7 @@ def _preset(preset: str | Preset) -> Preset:
     if isinstance(preset, Preset):
         return preset
     if preset not in PRESETS:
-        raise UnknownNameError("preset", preset, sorted(PRESETS))
+        raise UnknownNameError("preset", preset, list(PRESETS))
     return PRESETS[preset]
 
 
