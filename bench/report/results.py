@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 FORMAT = "prognosis-bench-results/1"
 REPLICATE_DECIMALS = 6  # enough for 3-decimal CIs; keeps the committed file small
+SIGNIFICANT_DIGITS = 12  # of every stored metric (see _number)
 METRIC_FIELDS = ("mean", "se", "ci_low", "ci_high")
 
 
@@ -191,8 +192,12 @@ def _row_from_json(body: dict) -> Row:
 
 
 def _number(value: float) -> float | None:
-    """JSON has no NaN: n/a values are stored as null."""
-    return float(value) if value is not None and math.isfinite(value) else None
+    """A metric as stored: 12 significant digits, null for n/a (JSON has no NaN).
+
+    The last bits of a float sum depend on how BLAS splits it (memory alignment, thread count);
+    12 digits keep every number far beyond what a page shows while that noise never reaches the file.
+    """
+    return float(f"{float(value):.{SIGNIFICANT_DIGITS}g}") if value is not None and math.isfinite(value) else None
 
 
 def _float(value: float | None) -> float:
