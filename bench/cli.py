@@ -274,7 +274,8 @@ def _run_command(args: argparse.Namespace) -> str:
     """The ``bench run`` command quoted on a page: the options that decide the results, none that only route them."""
     words = ["bench", "run", "--dataset", args.dataset, "--extractor", *(args.extractor or ["clinical"])]
     words += ["--model", *(args.model or ["coxph"]), "--bootstrap", str(args.bootstrap), "--seed", str(args.seed)]
-    for flag, value in (("--split", args.split), ("--weights", args.weights), ("--baseline-model", args.baseline_model)):
+    optional = (("--split", args.split), ("--weights", args.weights), ("--baseline-model", args.baseline_model))
+    for flag, value in optional:
         words += [flag, value] if value is not None else []
     words += ["--baseline", args.baseline] if args.baseline != "clinical" else []
     words += ["--tune", str(args.tune), "--tune-inner-folds", str(args.tune_inner_folds)] if args.tune else []

@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from bench.testing import count_extractions
 
 from bench.cache import FeatureCache, entry_key
 from bench.data.datasets import load_cohort
 from bench.data.imaging.study import Study
+from bench.testing import count_extractions
 from feature_extractors.base import patient_records
 from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor
 

@@ -9,8 +9,8 @@ import pytest
 
 from bench.data.datasets import load_cohort
 from bench.plugins.options import build_config
-from bench.protocol.preprocessing import FoldPreprocessor
 from bench.plugins.registry import EXTRACTORS, MODELS
+from bench.protocol.preprocessing import FoldPreprocessor
 from bench.testing import make_cohort
 
 TIMES = np.array([50.0, 150.0, 300.0, 600.0])

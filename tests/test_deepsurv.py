@@ -15,10 +15,10 @@ from bench.data.cohort import ColumnSpec, structured_y
 from bench.data.datasets import load_cohort
 from bench.errors import ModelError, UsageError
 from bench.plugins.options import build_config
-from bench.protocol.preprocessing import FoldPreprocessor
 from bench.plugins.registry import EXTRACTORS
-from feature_extractors.base import FeatureBlock
+from bench.protocol.preprocessing import FoldPreprocessor
 from bench.protocol.splits import load_split
+from feature_extractors.base import FeatureBlock
 from survival_models.base import BlockLayout
 
 torch = pytest.importorskip("torch")  # the [deep] extra

@@ -27,6 +27,7 @@ from sksurv.metrics import (
 )
 
 from bench.data.cohort import EvaluationPolicy, structured_y
+from bench.stats.bootstrap import bootstrap_indices, counts_from_indices
 from bench.stats.engine import (
     FoldMetrics,
     auc_key,
@@ -35,7 +36,6 @@ from bench.stats.engine import (
     metric_names,
     within_training_follow_up,
 )
-from bench.stats.bootstrap import bootstrap_indices, counts_from_indices
 
 TOL = 1e-9
 SEEDS = [0, 1, 2, 3]

@@ -77,10 +77,11 @@ def test_fusion_row_is_compared_with_the_clinical_baseline_on_shared_replicates(
 
 
 def test_fusion_blocks_are_preprocessed_each_on_its_own() -> None:
+    import pandas as pd
+
     from bench.data.cohort import ColumnSpec
     from bench.protocol.preprocessing import FoldPreprocessor
     from feature_extractors.base import FeatureBlock
-    import pandas as pd
 
     index = [f"S{i}" for i in range(6)]
     a = FeatureBlock("a", pd.DataFrame({"x": [1.0, 2, 3, 4, 5, 100]}, index=index), {"x": ColumnSpec("numeric")})
@@ -95,10 +96,11 @@ def test_fusion_blocks_are_preprocessed_each_on_its_own() -> None:
 
 
 def test_sequence_block_layout_and_padding() -> None:
+    import pandas as pd
+
     from bench.data.cohort import ColumnSpec
     from bench.protocol.preprocessing import FoldPreprocessor
     from feature_extractors.base import FeatureBlock
-    import pandas as pd
 
     rng = np.random.default_rng(0)
     values = rng.normal(size=(4, 3, 2))

@@ -17,8 +17,8 @@ import pytest
 import SimpleITK as sitk
 from pydicom.valuerep import DS
 
-from bench.errors import InputError
 from bench.data.imaging.io import check_overlap, dicom_series_files, read_ct, read_mask, read_pet, resample_to
+from bench.errors import InputError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 STS = DATA / "ibsi_sts"

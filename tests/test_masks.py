@@ -19,9 +19,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from bench.errors import UsageError
 from bench.data.imaging import masks
 from bench.data.imaging.masks import MaskConfig, dilate_mask, roi_mask, skeleton_mask, spine_mask
+from bench.errors import UsageError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg_example"
 needs_data = pytest.mark.skipif(not (DATA / "example_ct_sm.nii.gz").exists(), reason=f"no real CT at {DATA}")

@@ -119,9 +119,8 @@ def test_direct_route_matches_video_predictor(model, reference) -> None:
 
 
 def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.testing import make_cohort
-
     from bench.plugins.weights import WeightsError
+    from bench.testing import make_cohort
 
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("MEDSAM2_WEIGHTS", raising=False)
@@ -139,10 +138,9 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
 
 @pytest.mark.slow
 def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.testing import run_cli
-
     from bench.cache import FeatureCache
     from bench.data.datasets import load_cohort
+    from bench.testing import run_cli
 
     env = {
         "BENCH_DATA_DIR": str(tmp_path / "data"),

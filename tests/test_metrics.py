@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import hashlib
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,10 +21,9 @@ from sksurv.metrics import (
 from sksurv.nonparametric import CensoringDistributionEstimator
 
 from bench.data.cohort import EvaluationPolicy, structured_y
-from bench.stats.engine import auc_key, uno_weights, within_training_follow_up
-from bench.stats.engine import concordance as concordance_replicates
 from bench.stats.bootstrap import bootstrap_indices, counts_from_indices, summarise
-from bench.stats.engine import FoldMetrics
+from bench.stats.engine import FoldMetrics, auc_key, uno_weights, within_training_follow_up
+from bench.stats.engine import concordance as concordance_replicates
 
 SEEDS = [0, 1, 2, 3, 4]
 SHA = hashlib.sha256(b"cv5-split").hexdigest()

@@ -13,11 +13,11 @@ from radiomics import featureextractor
 
 from bench.cache import FeatureCache
 from bench.data.datasets import load_cohort
-from bench.errors import ExtractionError
 from bench.data.inputs import StudyInputs
+from bench.errors import ExtractionError
+from bench.testing import count_extractions
 from feature_extractors.base import PatientRecord
 from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor
-from bench.testing import count_extractions
 
 STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
 PATIENTS = ["STS_001", "STS_002", "STS_003"]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from bench.testing import make_cohort, run_cli
 
-from bench.plugins.weights import WeightsError
 from bench.data.inputs import StudyInputs
+from bench.plugins.weights import WeightsError
+from bench.testing import make_cohort, run_cli
 from feature_extractors import resnet3d
 from feature_extractors.base import PatientRecord
 from feature_extractors.resnet3d import (

@@ -11,8 +11,8 @@ import pytest
 
 from bench.data.datasets import load_cohort
 from bench.errors import SplitError
-from bench.testing import make_cohort, run_cli
 from bench.protocol.splits import import_split, load_split, make_split, save_split, split_path
+from bench.testing import make_cohort, run_cli
 
 BUILT_IN = ["gbsg2", "whas500", "veterans", "flchain"]
 

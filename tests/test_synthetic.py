@@ -21,9 +21,9 @@ import yaml
 from scipy import ndimage, stats
 
 from bench.data import synthetic
-from bench.stats.engine import concordance
-from bench.errors import DataError, UnknownNameError
 from bench.data.synthetic import PRESETS, generate, render_patient, sample_patients
+from bench.errors import DataError, UnknownNameError
+from bench.stats.engine import concordance
 
 SKELETON = (10, 11, 20)  # cortical bone, marrow and the focal lesions inside them
 CLINICAL = ["age", "sex", "b2m", "albumin", "iss", "ldh", "high_risk_cytogenetics", "transplant"]

@@ -12,17 +12,17 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from bench.testing import make_cohort
 
 from bench.data.cohort import Cohort, ColumnSpec, EvaluationPolicy, structured_y
-from bench.stats.engine import harrell_c
 from bench.errors import ModelError, UsageError
+from bench.plugins.registry import Entry
 from bench.plugins.specs import PluginSpec, resolve_models
 from bench.protocol.preprocessing import FoldPreprocessor
-from bench.plugins.registry import Entry
-from bench.protocol.tuning import TuningSpec, tune_fold
-from feature_extractors.base import FeatureBlock
 from bench.protocol.splits import make_split
+from bench.protocol.tuning import TuningSpec, tune_fold
+from bench.stats.engine import harrell_c
+from bench.testing import make_cohort
+from feature_extractors.base import FeatureBlock
 from survival_models.base import SurvivalModel
 
 

@@ -1,1 +1,1 @@
-"""Stage 1, the cohort: datasets (registered or a user's manifest), their images and ROI masks, the synthetic generator."""
+"""Stage 1, the cohort: datasets (registered or a manifest), their images and ROI masks, the synthetic generator."""

@@ -73,7 +73,7 @@ class Cohort:
     description: str = ""
     source: str = ""
     inputs: Mapping[str, StudyInputs] = field(default_factory=dict)  # sample id -> images, for imaging cohorts
-    truth: pd.DataFrame | None = None  # synthetic cohorts: the true risk per patient (tests, oracle row; never a feature)
+    truth: pd.DataFrame | None = None  # synthetic cohorts: true risk per patient (tests, oracle row; never a feature)
     manifest: Path | None = None  # the manifest a user cohort was read from
 
     def __post_init__(self) -> None:

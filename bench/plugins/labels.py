@@ -46,8 +46,8 @@ class PluginLabel:
     @classmethod
     def of(cls, spec: PluginSpec, tune: int = 0) -> PluginLabel:
         """The label of a resolved plugin (``weights`` is a mark when random, else not part of the label)."""
-        from bench.plugins.weights import RANDOM
         from bench.plugins.options import non_default_options
+        from bench.plugins.weights import RANDOM
 
         changed = non_default_options(spec.config)
         weights = changed.pop("weights", None)

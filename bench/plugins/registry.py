@@ -13,7 +13,7 @@ import importlib.metadata as md
 from dataclasses import dataclass
 from functools import cache
 
-from bench.errors import PluginLoadError, UsageError, UnknownNameError
+from bench.errors import PluginLoadError, UnknownNameError, UsageError
 
 EXTRACTORS_GROUP = "prognosis_bench.extractors"
 MODELS_GROUP = "prognosis_bench.models"

@@ -15,11 +15,11 @@ import pandas as pd
 
 from bench.data.cohort import Cohort
 from bench.errors import ModelError
-from bench.stats.engine import FoldMetrics, metric_names
-from bench.stats.bootstrap import MetricSummary, bootstrap_indices, counts_from_indices, summarise
 from bench.protocol.preprocessing import FoldPreprocessor
-from feature_extractors.base import FeatureBlock
 from bench.protocol.splits import Split
+from bench.stats.bootstrap import MetricSummary, bootstrap_indices, counts_from_indices, summarise
+from bench.stats.engine import FoldMetrics, metric_names
+from feature_extractors.base import FeatureBlock
 from survival_models.base import SurvivalModel
 
 

@@ -123,7 +123,8 @@ def check_plan(config: GridConfig) -> list[tuple[str, list[str]]]:
     keys = {row_key(features, model, config.request.tune) for features, models in plan for model in models}
     baseline = grid_baseline(config)
     if not any(key.features == baseline.features for key in keys):
-        raise UsageError(f"{config.path}: baseline extractor {features_text(baseline.features)!r} is not one of the rows")
+        extractor = features_text(baseline.features)
+        raise UsageError(f"{config.path}: baseline extractor {extractor!r} is not one of the rows")
     if baseline.model is not None and RowKey(baseline.features, baseline.model) not in keys:
         raise UsageError(f"{config.path}: no row {baseline.describe()} to compare with; add it to rows")
     return [(features.label, [m.label for m in models]) for features, models in plan]

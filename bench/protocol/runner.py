@@ -18,14 +18,14 @@ from tqdm.auto import tqdm
 from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
 from bench.errors import BenchError, UsageError
-from bench.protocol.evaluation import Evaluation, evaluate
 from bench.plugins.labels import RowKey
-from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
 from bench.plugins.registry import EXTRACTORS
-from bench.report.tracking import Tracker, dumps
-from bench.protocol.tuning import TuningSpec, tune_fold
-from feature_extractors.base import FeatureBlock
+from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
+from bench.protocol.evaluation import Evaluation, evaluate
 from bench.protocol.splits import Split, load_split
+from bench.protocol.tuning import TuningSpec, tune_fold
+from bench.report.tracking import Tracker, dumps
+from feature_extractors.base import FeatureBlock
 from survival_models.base import SurvivalModel
 
 

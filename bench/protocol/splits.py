@@ -73,13 +73,13 @@ class Split:
 
 
 def splits_dir() -> Path:
-    """Where a user's split files are read and written: ``$BENCH_SPLITS_DIR`` or ``./splits`` of the working directory."""
+    """Where a user's split files are read and written: ``$BENCH_SPLITS_DIR``, else ``./splits``."""
     env = os.environ.get("BENCH_SPLITS_DIR")
     return Path(env) if env else Path.cwd() / "splits"
 
 
 def builtin_splits_dir() -> Path | None:
-    """The frozen splits of the built-in datasets, shipped read-only with the package (``splits/`` of the repository)."""
+    """The built-in datasets' frozen splits, shipped read-only with the package (the repository's ``splits/``)."""
     package = Path(__file__).resolve().parents[1]
     for folder in (package / "_builtin_splits", package.parent / "splits"):  # installed; a source checkout
         if folder.is_dir():

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bench.stats.engine import harrell_c
 from bench.errors import BenchError, DataError, ModelError, UsageError
 from bench.protocol.preprocessing import FoldPreprocessor
+from bench.stats.engine import harrell_c
 
 if TYPE_CHECKING:
     import optuna

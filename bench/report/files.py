@@ -26,5 +26,7 @@ def stale_diff(text: str, path: Path) -> str | None:
     current = path.read_text() if path.is_file() else ""
     if current == text:
         return None
-    diff = difflib.unified_diff(current.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "regenerated")
+    diff = difflib.unified_diff(
+        current.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "regenerated"
+    )
     return "".join(diff) or f"{path} differs from the regenerated file\n"

@@ -17,6 +17,7 @@ from bench.report.results import Results, Row
 from bench.stats.bootstrap import PairedDifference, paired_difference
 from bench.stats.engine import auc_key
 
+
 def ranked(rows: list[Row]) -> list[Row]:
     def key(row: Row):
         c = row.metrics.get("c_index", {}).get("mean", math.nan)

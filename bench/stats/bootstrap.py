@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 def bootstrap_indices(seed: int, split_sha: str, repeat: int, fold: int, n: int, replicates: int) -> np.ndarray:
     """Resampled test positions (replicates, n): a pure function of seed, split and fold.
 

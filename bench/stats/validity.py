@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from bench.data.cohort import structured_y
 from bench.errors import UsageError
-from bench.stats.engine import concordance, uno_weights
 from bench.stats.bootstrap import paired_difference
+from bench.stats.engine import concordance, uno_weights
 
 MEDIAN_DAYS = 365.0
 CENSOR_MAX_DAYS = 1500.0

@@ -14,8 +14,8 @@ from lifelines.utils import concordance_index
 from sksurv.metrics import concordance_index_censored, cumulative_dynamic_auc, integrated_brier_score
 
 from bench.data.cohort import EvaluationPolicy, structured_y
-from bench.stats.engine import FoldMetrics, concordance, within_training_follow_up
 from bench.stats.bootstrap import bootstrap_indices, counts_from_indices
+from bench.stats.engine import FoldMetrics, concordance, within_training_follow_up
 
 from .conftest import TIMINGS, ratios
 

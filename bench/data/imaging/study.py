@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 from functools import cached_property
-from pathlib import Path
 
 import SimpleITK as sitk
 
-from bench.data.inputs import StudyInputs
 from bench.cache import cache_root, file_digest
 from bench.data.imaging import io
 from bench.data.imaging import masks as mask_algorithms
+from bench.data.inputs import StudyInputs
 
 
 class Study:
