@@ -107,12 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = data.add_parser("check", help="validate a manifest and every image it names; list all problems")
     p.add_argument("manifest", help="manifest (.yaml or .csv) or its folder, or a registered imaging dataset")
+    p.add_argument(
+        "--config", type=Path, metavar="GRID.yaml", help="also list the rows of this grid config that cannot run here"
+    )
     _policy_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = data.add_parser("show", help="PET and CT maximum-intensity projections of one patient with ROI outlines")
     p.add_argument("patient", help="patient (or sample) id")
     _dataset_arg(p)
-    p.add_argument("--roi", nargs="+", default=["skeleton", "spine_dilated"], help="ROIs to outline")
+    p.add_argument(
+        "--roi", nargs="+", help="ROIs to outline (default: the manifest's masks, else skeleton and spine_dilated)"
+    )
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
 
     p = sub.add_parser("cache", help="feature and mask cache: info or clear")
@@ -214,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input (that is a BenchError): still one line, no traceback
+        if args.debug:
+            raise
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        print(
+            f"bench: error: internal error: {type(exc).__name__}: {first}; "
+            "rerun with --debug for the traceback, and report it",
+            file=sys.stderr,
+        )
+        return 3
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -375,15 +390,20 @@ def cmd_data(args: argparse.Namespace) -> int:
         from bench.data.check import check_dataset
 
         report = check_dataset(args.manifest, args.horizons, args.tau, progress=not args.quiet)
-        if report.path is None:
+        if args.config is not None and report.ok:
+            from bench.protocol.grid import unrunnable_rows
+
+            report.problems += unrunnable_rows(args.config, args.manifest, args.horizons, args.tau)
+        where = report.path or args.manifest
+        if report.path is None and report.ok:
             print(f"{args.manifest}: a tabular dataset without images; nothing to check")
             return 0
         for problem in report.problems:
-            print(f"{report.path}: {problem}")
+            print(f"{where}: {problem}")
         if not report.ok:
-            print(f"bench: {len(report.problems)} problem(s) in {report.path}", file=sys.stderr)
+            print(f"bench: {len(report.problems)} problem(s) in {where}", file=sys.stderr)
             return 2
-        print(f"{report.path}: ok ({report.studies} studies, {report.events} events)")
+        print(f"{where}: ok ({report.studies} studies, {report.events} events)")
         return 0
     from bench.data.imaging.show import show_patient
 

@@ -156,6 +156,13 @@ class Extractor:
             for future in as_completed(futures):
                 yield futures[future], future.result()
 
+    def missing_inputs(self, inputs: StudyInputs | None) -> str:
+        """Why a study cannot give this extractor's features ("" when it can): checked before any work.
+
+        Image extractors say which image and ROI their options need (see ``image_needs``).
+        """
+        return ""
+
     def produces_sequence(self) -> bool:
         """Whether blocks carry per-slice sequences that only a model with ``reads_sequences`` can use."""
         return False
@@ -177,6 +184,25 @@ class Extractor:
         values = self.extract_patient(record)
         cache.put(key, {"names": np.array(list(values), dtype=str), "values": np.array(list(values.values()), float)})
         return values
+
+
+def image_needs(inputs: StudyInputs | None, modalities: tuple[str, ...], roi: str) -> str:
+    """Why a study lacks what features of ``modalities`` inside ``roi`` need ("" when nothing is missing)."""
+    from bench.data.imaging.masks import ROIS
+
+    if inputs is None:
+        return "the cohort has no images (a PET/CT manifest is needed)"
+    for modality in modalities:
+        if getattr(inputs, modality) is None:
+            others = [m for m in inputs.modalities if m not in modalities]
+            hint = f"; the study has {others[0].upper()}: use modality={others[0]}" if others else ""
+            return f"no {modality.upper()} image{hint}"
+    if roi not in inputs.masks:
+        if roi not in ROIS:
+            return f"no mask for ROI {roi!r} (column 'mask_{roi}' missing or empty)"
+        if inputs.ct is None:
+            return f"ROI {roi!r} is computed from CT and the study has no CT; give it in a 'mask_{roi}' column"
+    return ""
 
 
 def roi_inputs(record: PatientRecord, modality: str, roi: str) -> list[Path]:

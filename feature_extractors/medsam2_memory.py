@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.cache import FeatureCache, entry_key
 from bench.data.cohort import Cohort
+from bench.data.inputs import StudyInputs
 from bench.errors import UsageError
 from bench.plugins.weights import RANDOM, WeightsSource, resolve_weights
 from feature_extractors.base import (
@@ -32,6 +33,7 @@ from feature_extractors.base import (
     Interval,
     Length,
     PatientRecord,
+    image_needs,
     option,
     patient_records,
     roi_inputs,
@@ -367,7 +369,7 @@ class MedSAM2MemoryExtractor(Extractor):
         from bench.data.imaging.study import Study
 
         study = Study(record.study_inputs(self.name), record.sample_id)
-        image = study.pet if self.config.modality == "pet" else study.ct
+        image = study.image(self.config.modality)
         mask = sitk.GetArrayFromImage(study.roi_mask(self.config.roi)) > 0
         out = embed_study(self.model(), sitk.GetArrayFromImage(image), {self.config.roi: mask}, self.config)
         arrays = dict(out[self.config.roi])
@@ -405,6 +407,9 @@ class MedSAM2MemoryExtractor(Extractor):
         self.weights_path()
         cache = cache if cache is not None else FeatureCache.default()
         return {r.sample_id: np.asarray(self.embeddings(r, cache)["pooled"]) for r in patient_records(cohort)}
+
+    def missing_inputs(self, inputs: StudyInputs | None) -> str:
+        return image_needs(inputs, (self.config.modality,), self.config.roi)
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
         return roi_inputs(record, self.config.modality, self.config.roi)

@@ -15,8 +15,19 @@ from typing import Literal
 
 import numpy as np
 
+from bench.data.inputs import StudyInputs
 from bench.errors import UsageError
-from feature_extractors.base import ExistingFile, Extractor, Interval, Length, OneOf, PatientRecord, option, roi_inputs
+from feature_extractors.base import (
+    ExistingFile,
+    Extractor,
+    Interval,
+    Length,
+    OneOf,
+    PatientRecord,
+    image_needs,
+    option,
+    roi_inputs,
+)
 
 
 @dataclass(frozen=True)
@@ -78,12 +89,16 @@ class RadiomicsExtractor(Extractor):
         modalities = ["pet", "ct"] if self.config.modality == "both" else [self.config.modality]
         features: dict[str, float] = {}
         for modality in modalities:
-            image = study.pet if modality == "pet" else study.ct
+            image = study.image(modality)
             result = pyradiomics_extractor(self.config, modality).execute(image, mask)
             for key, value in result.items():
                 if not key.startswith("diagnostics_"):
                     features[f"{modality}_{key}"] = float(np.asarray(value))
         return features
+
+    def missing_inputs(self, inputs: StudyInputs | None) -> str:
+        modalities = ("pet", "ct") if self.config.modality == "both" else (self.config.modality,)
+        return image_needs(inputs, modalities, self.config.roi)
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
         # "both" encodes the CT too, so it depends on the CT file exactly as modality=ct does.

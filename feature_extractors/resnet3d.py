@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import SimpleITK as sitk
 
+from bench.data.inputs import StudyInputs
 from bench.errors import DataError, UsageError
 from bench.plugins.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
-from feature_extractors.base import Extractor, Interval, Length, PatientRecord, option, roi_inputs
+from feature_extractors.base import Extractor, Interval, Length, PatientRecord, image_needs, option, roi_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -176,12 +177,15 @@ class ResNet3DExtractor(Extractor):
 
         study = Study(record.study_inputs(self.name), record.sample_id)
         mask = study.roi_mask(self.config.roi)
-        image = study.pet if self.config.modality == "pet" else study.ct
+        image = study.image(self.config.modality)
         crop = crop_volume(image, mask, self.config)
         model = load_model(self.weights_path(), self.config.seed, self.config.device)
         with torch.no_grad():
             features = model(network_input(crop).to(self.config.device)).squeeze(0).cpu().numpy()
         return {f"r3d_{i:03d}": float(v) for i, v in enumerate(features)}
+
+    def missing_inputs(self, inputs: StudyInputs | None) -> str:
+        return image_needs(inputs, (self.config.modality,), self.config.roi)
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
         files = roi_inputs(record, self.config.modality, self.config.roi)

@@ -3,8 +3,8 @@
 A YAML manifest declares the table, the evaluation policy and the type of every
 clinical column; a bare CSV gives only the table (types are inferred, horizons
 and tau come from flags). Table columns: ``patient_id``, optional ``sample_id``
-(several studies of one patient), ``pet`` and ``ct`` (a NIfTI file or a DICOM
-series folder), optional ``mask_<roi>`` files, ``time``, ``event`` (0/1), then the
+(several studies of one patient), ``pet`` and/or ``ct`` (a NIfTI file or a DICOM
+series folder; a study may have either or both), optional ``mask_<roi>`` files, ``time``, ``event`` (0/1), then the
 clinical columns. Paths resolve relative to the manifest.
 
 Problems are collected, not raised one at a time, so ``bench data check`` can
@@ -25,7 +25,8 @@ from bench.data.inputs import StudyInputs
 from bench.errors import DataError, InputError
 
 RESERVED = ("patient_id", "sample_id", "pet", "ct", "time", "event")
-REQUIRED = ("patient_id", "pet", "ct", "time", "event")
+REQUIRED = ("patient_id", "time", "event")
+IMAGES = ("pet", "ct")  # each optional: a study has PET, CT or both (a table with neither is clinical-only)
 MASK_PREFIX = "mask_"
 
 
@@ -51,6 +52,7 @@ class Manifest:
     description: str = ""
     truth: pd.DataFrame | None = None
     problems: list[Problem] = field(default_factory=list)
+    table_file: Path | None = None  # the CSV the table was read from (the manifest itself for a bare CSV)
 
     @property
     def root(self) -> Path:
@@ -59,6 +61,14 @@ class Manifest:
     def resolve(self, value: str) -> Path:
         p = Path(str(value))
         return p if p.is_absolute() else self.root / p
+
+    def __post_init__(self) -> None:
+        self.table_file = self.table_file or self.path
+
+    @property
+    def image_columns(self) -> list[str]:
+        """The image columns the table has (``pet``, ``ct`` or both; none for a clinical-only table)."""
+        return [c for c in IMAGES if c in self.table.columns]
 
     @property
     def mask_columns(self) -> list[str]:
@@ -93,7 +103,7 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
         raise InputError(
             f"manifest table {str(table_path)!r} does not exist; fix the manifest's 'table' entry"
         ) from None
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read manifest table {str(table_path)!r}: {str(exc).splitlines()[0]}") from exc
     table.columns = [c.strip() for c in table.columns]
 
@@ -117,6 +127,7 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
         description=str(header.get("description", "")),
         truth=truth,
         problems=problems,
+        table_file=table_path,
     )
     _check_table(manifest)
     return manifest
@@ -129,13 +140,15 @@ def check_images(manifest: Manifest, progress: bool = True) -> list[Problem]:
     from bench.data.imaging.io import check_overlap, read_ct, read_mask, read_pet
 
     problems: list[Problem] = []
-    if not {"patient_id", "pet", "ct"} <= set(manifest.table.columns):
+    if "patient_id" not in manifest.table.columns or not manifest.image_columns:
         return problems
     for _, row in tqdm(list(manifest.table.iterrows()), desc="check images", disable=not progress, leave=False):
         pid = str(row["patient_id"])
         images = {}
         for what, reader in (("pet", read_pet), ("ct", read_ct)):
-            if not isinstance(row[what], str) or not manifest.resolve(row[what]).exists():
+            if what not in manifest.image_columns or not isinstance(row[what], str):
+                continue
+            if not manifest.resolve(row[what]).exists():
                 continue  # already reported by the table check
             try:
                 kwargs = {"units": manifest.pet_units} if what == "pet" else {}
@@ -172,8 +185,9 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
     ids = table["sample_id"] if "sample_id" in table.columns else table["patient_id"]
     clinical = pd.DataFrame(index=ids.astype(str).to_numpy())
     for col, spec in manifest.columns.items():
-        values = table[col].to_numpy()
-        clinical[col] = pd.to_numeric(table[col]).to_numpy() if spec.kind == "numeric" else values
+        # The same parse as the check (which passed): missing cells become NaN / None, imputed in-fold.
+        values = [_clinical_value(v, col, spec)[0] for v in table[col]]
+        clinical[col] = pd.Series(values, dtype=float if spec.kind == "numeric" else object).to_numpy()
     inputs = {}
     for sid, (_, row) in zip(clinical.index, table.iterrows()):
         masks = {
@@ -181,7 +195,9 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
             for c in manifest.mask_columns
             if isinstance(row[c], str) and row[c]
         }
-        inputs[sid] = StudyInputs(manifest.resolve(row["pet"]), manifest.resolve(row["ct"]), masks, manifest.pet_units)
+        if manifest.image_columns:
+            pet, ct = (manifest.resolve(row[c]) if _given(row.get(c)) else None for c in IMAGES)
+            inputs[sid] = StudyInputs(pet, ct, masks, manifest.pet_units)
     return Cohort(
         name=manifest.name,
         clinical=clinical,
@@ -220,17 +236,48 @@ def _columns(header: dict, table: pd.DataFrame, problems: list[Problem], path: P
         return {
             col: _infer(table[col]) for col in table.columns if col not in RESERVED and not col.startswith(MASK_PREFIX)
         }
+    example = "e.g. 'age: numeric' or 'sex: {kind: categorical, categories: [F, M]}'"
+    if not isinstance(declared, dict):
+        problems.append(Problem(f"{path.name}: 'columns' must map each clinical column to its kind ({example})"))
+        return {}
     columns: dict[str, ColumnSpec] = {}
-    for col, spec in dict(declared).items():
+    for col, spec in declared.items():
+        col = str(col)
+        if col in RESERVED or col.startswith(MASK_PREFIX):
+            problems.append(
+                Problem(f"{path.name}: {col!r} is a reserved column, not a clinical one; remove it from 'columns'")
+            )
+            continue
         if isinstance(spec, str):
             spec = {"kind": spec}
+        if not isinstance(spec, dict):
+            problems.append(Problem(f"{path.name}: column {col!r} is declared as {spec!r}; give its kind ({example})"))
+            continue
         kind = spec.get("kind")
         if kind not in ("numeric", "categorical", "ordinal"):
             problems.append(
                 Problem(f"{path.name}: column {col!r} has kind {kind!r}; use numeric, categorical or ordinal")
             )
             continue
-        categories = tuple(str(c) for c in spec.get("categories", ()))
+        given = spec.get("categories") or []
+        if not isinstance(given, list):
+            problems.append(
+                Problem(f"{path.name}: categories of column {col!r} must be a list ([F, M]), not {given!r}")
+            )
+            continue
+        categories = tuple(str(c) for c in given)
+        if kind == "numeric" and categories:
+            problems.append(
+                Problem(
+                    f"{path.name}: numeric column {col!r} has categories {list(categories)}; "
+                    "declare it categorical or ordinal, or drop the categories"
+                )
+            )
+            continue
+        repeated = sorted({c for c in categories if categories.count(c) > 1})
+        if repeated:
+            problems.append(Problem(f"{path.name}: column {col!r} lists {repeated} more than once in its categories"))
+            continue
         if kind == "ordinal" and not categories:
             problems.append(Problem(f"{path.name}: ordinal column {col!r} needs its categories in order"))
             continue
@@ -241,19 +288,69 @@ def _columns(header: dict, table: pd.DataFrame, problems: list[Problem], path: P
     return columns
 
 
+# Cells that mean "not recorded" in a clinical column (compared after stripping, ignoring case). They
+# become NaN (numeric) or None (categorical, ordinal), imputed in-fold by bench.protocol.preprocessing.
+MISSING = ("", "nan", "na", "n/a", "null", "none")
+MISSING_HINT = "leave the cell empty / NA for missing"
+
+
 def _infer(series: pd.Series) -> ColumnSpec:
-    values = series.dropna()
-    numeric = pd.to_numeric(values, errors="coerce")
-    if len(values) and numeric.notna().all():
+    """Numeric when most recorded values are numbers (the check then lists the others), else categorical.
+
+    A majority rather than all: one typo ('12,5') in an age column is reported, not
+    turned into a categorical column of a hundred levels.
+    """
+    recorded = [v.strip() for v in series if isinstance(v, str) and v.strip().lower() not in MISSING]
+    numbers = sum(_finite(v) is not None for v in recorded)
+    if recorded and 2 * numbers > len(recorded):
         return ColumnSpec("numeric")
-    return ColumnSpec("categorical", tuple(sorted(values.astype(str).unique())))
+    return ColumnSpec("categorical", tuple(sorted(set(recorded))))
+
+
+def _clinical_value(value, col: str, spec: ColumnSpec, inferred: bool = False) -> tuple[float | str | None, str | None]:
+    """A clinical cell as the cohort holds it (float for numeric, the level otherwise; NaN / None when missing)
+    and what is wrong with it, if anything. The check and the cohort both parse cells here."""
+    if _missing(value, spec):
+        return (math.nan if spec.kind == "numeric" else None), None
+    text = value.strip()
+    if spec.kind == "numeric":
+        number = _finite(text)
+        if number is not None:
+            return number, None
+        what = "not a finite number" if _number(text) is not None else "not a number"
+        hint = f"use a number, or {MISSING_HINT}"
+        if inferred:
+            hint += f"; its type was inferred, declare it in a YAML manifest's columns if {col!r} is categorical"
+        return math.nan, f"clinical column {col!r} holds {value!r}, {what} ({hint})"
+    if spec.categories and text not in spec.categories:  # for a bare table, every level seen is declared
+        return None, (
+            f"clinical column {col!r} holds {value!r}, not one of its declared categories {list(spec.categories)} "
+            f"(use one of them, add it to the column's categories in the manifest, or {MISSING_HINT})"
+        )
+    return text, None
+
+
+def _missing(value, spec: ColumnSpec) -> bool:
+    """An empty cell (read as NaN) or a missing token; a declared level wins over a token ('NA' may be a level)."""
+    if not isinstance(value, str):
+        return True
+    text = value.strip()
+    return text.lower() in MISSING and text not in spec.categories
+
+
+def _finite(text: str) -> float | None:
+    """``text`` as a finite number, or None; the spellings a CSV reader accepts (not Python's '1_000')."""
+    if "_" in text:
+        return None
+    number = _number(text)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _check_table(m: Manifest) -> None:
     table, problems = m.table, m.problems
     for col in REQUIRED:
         if col not in table.columns:
-            problems.append(Problem(f"column {col!r} is missing from {m.path.name}"))
+            problems.append(Problem(f"column {col!r} is missing from the table {m.table_file.name}"))
     if "patient_id" not in table.columns:
         return
     ids = table["sample_id"] if "sample_id" in table.columns else table["patient_id"]
@@ -270,24 +367,29 @@ def _check_table(m: Manifest) -> None:
                 problems.append(Problem(f"time {row['time']!r} is negative; give the follow-up (>= 0)", pid))
         if "event" in table.columns and str(row["event"]).strip() not in ("0", "1"):
             problems.append(Problem(f"event {row['event']!r} is not 0 or 1", pid))
-        for what in ("pet", "ct", *m.mask_columns):
-            if what not in table.columns:
-                continue
+        if m.image_columns and not any(_given(row[c]) for c in m.image_columns):
+            columns = " or ".join(repr(c) for c in m.image_columns)
+            problems.append(Problem(f"no image: give a path in column {columns}", pid))
+        for what in (*m.image_columns, *m.mask_columns):
             value = row[what]
-            if not isinstance(value, str) or not value:
-                if what in ("pet", "ct"):
-                    problems.append(Problem(f"no {what.upper()} path in column {what!r}", pid))
+            if not _given(value):
                 continue
             if not m.resolve(value).exists():
-                problems.append(Problem(f"{_label(what)} file {str(m.resolve(value))!r} does not exist", pid))
-        for col, spec in m.columns.items():
-            value = row[col]
-            if spec.kind == "numeric" and isinstance(value, str) and _number(value) is None:
-                problems.append(Problem(f"clinical column {col!r} holds {value!r}, not a number", pid))
-            if spec.kind == "ordinal" and isinstance(value, str) and value not in spec.categories:
                 problems.append(
-                    Problem(f"clinical column {col!r} holds {value!r}, not one of {list(spec.categories)}", pid)
+                    Problem(f"{_label(what)} file {str(m.resolve(value))!r} (column {what!r}) does not exist", pid)
                 )
+        for col, spec in m.columns.items():
+            _, problem = _clinical_value(row[col], col, spec, inferred=m.path.suffix.lower() == ".csv")
+            if problem:
+                problems.append(Problem(problem, pid))
+    for col, spec in m.columns.items():  # in-fold imputation needs at least one recorded value
+        if all(_missing(v, spec) for v in table[col]):
+            problems.append(Problem(f"clinical column {col!r} has no value in any row; fill it in, or drop the column"))
+
+
+def _given(value) -> bool:
+    """A path cell that holds something (an empty cell reads as NaN)."""
+    return isinstance(value, str) and bool(value.strip())
 
 
 def _label(column: str) -> str:

@@ -34,7 +34,7 @@ import yaml
 from bench.errors import UsageError
 from bench.plugins.labels import Baseline, RowKey, features_text
 from bench.plugins.specs import resolve_baseline
-from bench.protocol.runner import RunOutcome, RunRequest, resolve_plan, row_key, run
+from bench.protocol.runner import RunOutcome, RunRequest, input_problems, resolve_plan, row_key, run
 
 TOP_KEYS = {
     "dataset", "split", "seed", "bootstrap", "weights", "workers", "tune", "extractors", "models", "rows",
@@ -162,3 +162,18 @@ def _int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{where} must be an integer, got {value!r}")
     return value
+
+
+def unrunnable_rows(path: Path, dataset: str, horizons=None, tau=None) -> list[str]:
+    """The rows of the grid config at ``path`` that cannot run on ``dataset``, and why (nothing is computed)."""
+    from bench.data.datasets import load_cohort
+
+    request = load_config(path, {"dataset": dataset}).request
+    request = RunRequest(**{**request.__dict__, "horizons": horizons, "tau": tau})
+    cohort = load_cohort(dataset, horizons, tau)
+    out = []
+    for features, models in resolve_plan(request):
+        problems = input_problems([(features, models)], cohort)
+        if problems:
+            out.append(f"grid {path}: row {features.label} cannot run: {problems[0]}")
+    return out

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
-from bench.errors import BenchError, UsageError
+from bench.errors import BenchError, ModelError, RowsFailedError, UsageError
 from bench.plugins.labels import RowKey
 from bench.plugins.registry import EXTRACTORS
 from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
@@ -25,7 +25,7 @@ from bench.protocol.evaluation import Evaluation, evaluate
 from bench.protocol.splits import Split, load_split
 from bench.protocol.tuning import TuningSpec, tune_fold
 from bench.report.tracking import Tracker, dumps
-from feature_extractors.base import FeatureBlock
+from feature_extractors.base import FeatureBlock, patient_records
 from survival_models.base import SurvivalModel
 
 
@@ -75,6 +75,12 @@ class RunOutcome:
     request: RunRequest
     parent_run_id: str
     results: list[CombinationResult] = field(default_factory=list)
+    failures: list[ModelError] = field(default_factory=list)  # rows whose learner failed (fold and row in each)
+
+    def check(self) -> None:
+        """Raise ``RowsFailedError`` naming every failed row and fold, once the finished rows are written."""
+        if self.failures:
+            raise RowsFailedError(self.failures, len(self.results))
 
     def as_json(self) -> dict:
         return {
@@ -97,11 +103,16 @@ class RunOutcome:
                 }
                 for r in self.results
             ],
+            **({"failures": [str(f) for f in self.failures]} if self.failures else {}),
         }
 
 
 def run(request: RunRequest, progress: bool = True) -> RunOutcome:
-    """Validate everything first, then extract, evaluate and track each row."""
+    """Validate everything first, then extract, evaluate and track each row.
+
+    A row whose learner fails (``ModelError``) is tracked as a failed run and listed in
+    ``failures``; the other rows go on. ``RunOutcome.check`` raises for the failures.
+    """
     if request.bootstrap < 0:
         raise UsageError(f"--bootstrap must be 0 or more, got {request.bootstrap}")
     if request.tune < 0 or request.tune_inner_folds < 2:
@@ -112,6 +123,10 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     plan = resolve_plan(request)  # options first: loading (or generating) a cohort can take a while
     cohort = load_cohort(request.dataset, request.horizons, request.tau)
     split = load_split(cohort, request.split or cohort.default_split)
+    unusable = input_problems(plan, cohort)
+    if unusable:
+        more = f" (and {len(unusable) - 1} more)" if len(unusable) > 1 else ""
+        raise UsageError(unusable[0] + more)
     tuning = (
         TuningSpec(request.tune, request.tune_inner_folds, request.optuna_storage, f"{cohort.name}-{split.name}")
         if request.tune
@@ -149,17 +164,26 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
             row_blocks = [blocks[p.digest()] for p in features.parts]
             for model in models:
                 bar.set_postfix_str(f"{features.label} x {model.label}")
-                evaluation = evaluate(
-                    cohort,
-                    split,
-                    row_blocks,
-                    _model_factory(model, request.seed),
-                    bootstrap=request.bootstrap,
-                    seed=request.seed,
-                    on_fold=lambda _key: bar.update(),
-                    tune=_tuner(model, row_blocks, cohort, tuning, features, request.seed) if tuning else None,
-                )
                 name = _run_name(features, model, split, request)
+                started = bar.n
+                try:
+                    evaluation = evaluate(
+                        cohort,
+                        split,
+                        row_blocks,
+                        _model_factory(model, request.seed),
+                        bootstrap=request.bootstrap,
+                        seed=request.seed,
+                        on_fold=lambda _key: bar.update(),
+                        tune=_tuner(model, row_blocks, cohort, tuning, features, request.seed) if tuning else None,
+                    )
+                except ModelError as exc:  # this row is lost; the others still run and are recorded
+                    exc.place(row=str(row_key(features, model, request.tune)))
+                    params = _params(features, model, cohort, split, request)
+                    tracker.log_failure(name, params, _tags(features, model, request), str(exc))
+                    outcome.failures.append(exc)
+                    bar.update(started + n_folds - bar.n)  # the folds it will not run
+                    continue
                 result = CombinationResult(features, model, evaluation, name, tuning=tuning)
                 result.run_id = _track(tracker, result, cohort, split, request)
                 outcome.results.append(result)
@@ -168,7 +192,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
         tracker.finish("FAILED")
         raise
     bar.close()
-    tracker.finish()
+    tracker.finish("FAILED" if outcome.failures else "FINISHED")
     return outcome
 
 
@@ -246,8 +270,8 @@ def _run_name(features: Features, model: PluginSpec, split: Split, request: RunR
     return f"{features.name}-{model.name}-{hashlib.sha256(body.encode()).hexdigest()[:8]}"
 
 
-def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: Split, request: RunRequest) -> str:
-    evaluation = result.evaluation
+def _params(features: Features, model: PluginSpec, cohort: Cohort, split: Split, request: RunRequest) -> dict:
+    """A row's MLflow parameters: what it was computed from, whether it finished or failed."""
     params = {
         "dataset": cohort.name,
         "n": cohort.n,
@@ -259,25 +283,41 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
         "seed": request.seed,
         "bootstrap": request.bootstrap,
         **{f"policy.{k}": v for k, v in cohort.policy.as_params().items()},
-        **result.extractor.params(),
-        **result.model.params("model"),
+        **features.params(),
+        **model.params("model"),
     }
-    if result.tuning is not None:
-        params.update({"tune.trials": result.tuning.trials, "tune.inner_folds": result.tuning.inner_folds})
-        for fold_key, chosen in evaluation.tuned.items():
-            params.update({f"tuned.{fold_key}.{k}": json.dumps(v) for k, v in chosen.items()})
+    if request.tune:
+        params.update({"tune.trials": request.tune, "tune.inner_folds": request.tune_inner_folds})
+    return params
+
+
+def _tags(features: Features, model: PluginSpec, request: RunRequest) -> dict[str, str]:
+    key = row_key(features, model, request.tune)
+    return {"bench.extractor": key.features_label, "bench.model": key.model_label}
+
+
+def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: Split, request: RunRequest) -> str:
+    evaluation = result.evaluation
+    params = _params(result.extractor, result.model, cohort, split, request)
+    for fold_key, chosen in evaluation.tuned.items():
+        params.update({f"tuned.{fold_key}.{k}": json.dumps(v) for k, v in chosen.items()})
     tags = {
-        "bench.extractor": result.key.features_label,
-        "bench.model": result.key.model_label,
+        **_tags(result.extractor, result.model, request),
         **{f"bench.reason.{m}": s.reason[:5000] for m, s in evaluation.metrics.items() if s.reason},
     }
+    if evaluation.warnings:
+        tags["bench.warnings"] = "\n".join(evaluation.warning_messages)[:5000]
     metrics = {m: s.as_dict() for m, s in evaluation.metrics.items()}
+    details = {"metrics": metrics, "fold_reasons": evaluation.fold_reasons}
+    if evaluation.warnings:
+        details["fold_warnings"] = evaluation.fold_warnings
     artifacts = {
         "predictions.csv": evaluation.predictions.to_csv(index=False),
-        "metrics.json": dumps({"metrics": metrics, "fold_reasons": evaluation.fold_reasons}),
+        "metrics.json": dumps(details),
     }
     if evaluation.tuned:
         artifacts["tuning.json"] = dumps(evaluation.tuned)
     if not evaluation.replicates.empty:
         artifacts["bootstrap_replicates.csv"] = evaluation.replicates.to_csv(index_label="replicate")
-    return tracker.log_combination(result.run_name, params, tags, metrics, artifacts)
+    scalars = {"numerical_warnings": float(evaluation.warnings)}
+    return tracker.log_combination(result.run_name, params, tags, metrics, artifacts, scalars)

@@ -21,23 +21,29 @@ def _mip(volume: np.ndarray, axis: int) -> np.ndarray:
     return volume.max(axis=axis)[::-1]
 
 
-def render_study(pet: sitk.Image, ct: sitk.Image, rois: dict[str, sitk.Image], title: str, out: Path) -> Path:
+def render_study(
+    images: dict[str, sitk.Image], rois: dict[str, sitk.Image], title: str, out: Path
+) -> Path:
+    """Coronal and sagittal MIPs of each image the study has (``pet`` and/or ``ct``, on one grid), ROIs outlined."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pet_a = sitk.GetArrayFromImage(pet)
-    ct_a = sitk.GetArrayFromImage(ct)
-    sx, sy, sz = pet.GetSpacing()
-    nz, ny, nx = pet_a.shape
+    arrays = {m: sitk.GetArrayFromImage(img) for m, img in images.items() if img is not None}
+    if not arrays:
+        raise UsageError(f"{title}: the study has no image to show")
+    sx, sy, sz = next(iter(images.values())).GetSpacing()
+    nz, ny, nx = next(iter(arrays.values())).shape
+    views = [(f"{m.upper()} {plane}", a, axis, size)
+             for m, a in arrays.items() for plane, axis, size in (("coronal", 1, sx), ("sagittal", 2, sy))]  # fmt: skip
     # Panels as wide as the anatomy they show, so every view has the same physical scale.
-    widths = [nx * sx, ny * sy, nx * sx, ny * sy]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 7), constrained_layout=True, gridspec_kw={"width_ratios": widths})
-    views = [("PET coronal", pet_a, 1, sx), ("PET sagittal", pet_a, 2, sy),
-             ("CT coronal", ct_a, 1, sx), ("CT sagittal", ct_a, 2, sy)]  # fmt: skip
-    vmax = float(np.percentile(pet_a, 99.9)) or 1.0
-    for ax, (label, volume, axis, in_plane) in zip(axes, views):
+    widths = [nx * sx if axis == 1 else ny * sy for _, _, axis, _ in views]
+    fig, axes = plt.subplots(
+        1, len(views), figsize=(3.5 * len(views), 7), constrained_layout=True, gridspec_kw={"width_ratios": widths}
+    )
+    vmax = (float(np.percentile(arrays["pet"], 99.9)) or 1.0) if "pet" in arrays else 1.0
+    for ax, (label, volume, axis, in_plane) in zip(np.atleast_1d(axes), views):
         image = _mip(volume, axis)
         if label.startswith("PET"):
             ax.imshow(image, cmap="gray_r", vmin=0, vmax=vmax, aspect=sz / in_plane, interpolation="nearest")
@@ -61,7 +67,7 @@ def render_study(pet: sitk.Image, ct: sitk.Image, rois: dict[str, sitk.Image], t
     return out
 
 
-def show_patient(cohort: Cohort, patient: str, rois: list[str], out: Path) -> Path:
+def show_patient(cohort: Cohort, patient: str, rois: list[str] | None, out: Path) -> Path:
     """Render one study of ``cohort`` (by sample id, or the first study of a patient id) to ``out``."""
     from bench.data.imaging.study import load_study
 
@@ -74,6 +80,10 @@ def show_patient(cohort: Cohort, patient: str, rois: list[str], out: Path) -> Pa
             examples = ", ".join(list(cohort.inputs)[:5])
             raise UsageError(f"no patient {patient!r} in {cohort.name!r}; e.g. {examples}")
         sample = by_patient[0]
-    study = load_study(cohort.inputs[sample], sample)
+    inputs = cohort.inputs[sample]
+    study = load_study(inputs, sample)
+    if rois is None:  # the masks the manifest supplies, else the computed ones (which need a CT)
+        rois = sorted(inputs.masks) or (["skeleton", "spine_dilated"] if inputs.ct is not None else [])
     masks = {roi: study.roi_mask(roi) for roi in rois}
-    return render_study(study.pet, study.ct, masks, f"{cohort.name}: {sample}", out)
+    images = {m: study.image(m) for m in inputs.modalities}
+    return render_study(images, masks, f"{cohort.name}: {sample}", out)

@@ -1,8 +1,9 @@
 """One study's images on one grid, with its ROI masks (computed from CT when not supplied, and cached).
 
-The declared grid is the PET grid: CT is resampled onto it linearly, masks with
-nearest neighbour, in physical space. CT is read only when something needs it.
-A computed mask is cached under the hash of the CT's files, the ROI and the mask
+The declared grid is the PET grid, or the CT grid for a study without PET: CT is
+resampled onto it linearly, masks with nearest neighbour, in physical space. CT is
+read only when something needs it. A computed mask is cached under the hash of the
+CT's files (and the PET's, whose grid it is brought onto), the ROI and the mask
 algorithm's version and configuration, written atomically, and never written for
 input that failed to load.
 """
@@ -19,40 +20,65 @@ from bench.cache import cache_root, file_digest
 from bench.data.imaging import io
 from bench.data.imaging import masks as mask_algorithms
 from bench.data.inputs import StudyInputs
+from bench.errors import InputError
 
 
 class Study:
+    """One study's images on one grid: the PET grid when there is a PET, else the CT grid."""
+
     def __init__(self, inputs: StudyInputs, patient: str):
         self.inputs = inputs
         self.patient = patient
-        self.pet = io.read_pet(inputs.image("pet", patient), patient=patient, units=inputs.pet_units)
+        if not inputs.modalities:
+            raise InputError(f"patient {patient!r}: the study has neither a PET nor a CT image")
+        self.pet = io.read_pet(inputs.pet, patient=patient, units=inputs.pet_units) if inputs.pet else None
 
     @cached_property
     def ct_native(self) -> sitk.Image:
         """CT in HU on its own grid (masks are computed there)."""
         ct = io.read_ct(self.inputs.image("ct", self.patient), patient=self.patient)
-        pet_file, ct_file = str(self.inputs.pet), str(self.inputs.ct)
-        io.check_overlap(self.pet, ct, f"PET {pet_file!r}", f"CT {ct_file!r}", patient=self.patient)
+        if self.pet is not None:
+            pet_file, ct_file = str(self.inputs.pet), str(self.inputs.ct)
+            io.check_overlap(self.pet, ct, f"PET {pet_file!r}", f"CT {ct_file!r}", patient=self.patient)
         return ct
 
     @cached_property
+    def grid(self) -> sitk.Image:
+        """The image whose grid every other image and mask is brought onto."""
+        return self.pet if self.pet is not None else self.ct_native
+
+    @cached_property
     def ct(self) -> sitk.Image:
-        """CT in HU on the PET grid."""
+        """CT in HU on the study's grid."""
+        if self.pet is None:
+            return self.ct_native
         return io.resample_to(self.ct_native, self.pet, "linear", default=-1000.0)
 
+    def image(self, modality: str) -> sitk.Image:
+        """``pet`` (SUV) or ``ct`` (HU) on the study's grid; an error naming the patient when it has none."""
+        if modality == "pet":
+            self.inputs.image("pet", self.patient)  # raises when the study has no PET
+            return self.pet
+        return self.ct
+
     def roi_mask(self, roi: str, use_cache: bool = True) -> sitk.Image:
-        """The ROI on the PET grid: the manifest's mask if it has one, else computed from CT (cached)."""
+        """The ROI on the study's grid: the manifest's mask if it has one, else computed from CT (cached)."""
         supplied = self.inputs.masks.get(roi)
         if supplied is not None:
             mask = io.read_mask(supplied, patient=self.patient, roi=roi)
-            return io.resample_to(mask, self.pet, "nearest")
+            return io.resample_to(mask, self.grid, "nearest")
+        if self.inputs.ct is None:
+            raise InputError(
+                f"patient {self.patient!r}: ROI {roi!r} is computed from CT and the study has no CT; "
+                f"give its mask in a 'mask_{roi}' column of the manifest"
+            )
         cached = cache_root() / "masks" / f"{self._mask_key(roi)}.nii.gz"
         if use_cache and cached.exists():
             try:
                 return sitk.ReadImage(str(cached), sitk.sitkUInt8)
             except RuntimeError:
                 cached.unlink(missing_ok=True)  # a damaged entry is recomputed, never used
-        mask = io.resample_to(mask_algorithms.roi_mask(self.ct_native, roi), self.pet, "nearest")
+        mask = io.resample_to(mask_algorithms.roi_mask(self.ct_native, roi), self.grid, "nearest")
         if use_cache:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.nii.gz")
@@ -61,7 +87,10 @@ class Study:
         return mask
 
     def _mask_key(self, roi: str) -> str:
+        # The CT the mask is computed from, and the grid it is resampled onto (the PET's, when there is one).
         digest = hashlib.sha256(file_digest(self.inputs.image("ct", self.patient)).encode())
+        if self.inputs.pet is not None:
+            digest.update(file_digest(self.inputs.pet).encode())
         digest.update(f"{roi}|{mask_algorithms.VERSION}|{mask_algorithms.MaskConfig()!r}".encode())
         return digest.hexdigest()
 
