@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: install demo gbsg2 test bench validate clean
+.PHONY: install demo gbsg2 test bench validate readme clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ bench: install
 # The simulation study behind docs/statistics.md (about a minute).
 validate: install
 	$(BIN)/bench validate-statistics --out docs/statistics.md
+
+# The README's option tables, generated from the plugins' config classes.
+readme: install
+	$(BIN)/python -m bench.plugins.docs README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks mlflow.db mlartifacts mlruns

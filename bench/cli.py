@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list registered extractors, models or datasets (imports nothing)")
     p.add_argument("what", choices=["extractors", "models", "datasets"])
+    p.add_argument("--options", action="store_true", help="a markdown table of every option (imports the plugins)")
+    p.add_argument("--distribution", metavar="NAME", help="with --options: only the plugins of this distribution")
 
     p = sub.add_parser("run", help="evaluate extractor x model combinations on a frozen split")
     _dataset_arg(p)
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, help="output file (default: leaderboards/<dataset>.md, or beside --from)")
     p.add_argument("--check", action="store_true", help="regenerate in memory; exit 1 with a diff if the file differs")
+    p.add_argument("--print", action="store_true", help="also print the page (it always goes to its file)")
     _baseline_args(p, default=None)
 
     p = sub.add_parser(
@@ -235,6 +238,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from bench.plugins.registry import DATASETS, EXTRACTORS, MODELS
 
     registry = {"extractors": EXTRACTORS, "models": MODELS, "datasets": DATASETS}[args.what]
+    if args.options:
+        from bench.plugins.docs import options_table
+
+        print(options_table(registry, args.distribution), end="")
+        return 0
     for e in registry.entries():
         extras = f" [{','.join(e.extras)}]" if e.extras else ""
         print(f"{e.name:<20} {e.distribution} {e.version}{extras}  ({e.value})")
@@ -245,7 +253,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.plugins.specs import resolve_baseline
     from bench.protocol.runner import RunRequest, run
     from bench.report.files import write_atomic
-    from bench.report.leaderboard import table_lines
+    from bench.report.leaderboard import table_lines, warning_lines
     from bench.report.results import Results, save_results
 
     request = RunRequest(
@@ -272,16 +280,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"dataset {outcome.cohort.name}, split {outcome.split.name} ({outcome.split.sha256[:12]}), "
         f"B = {request.bootstrap}, seed {request.seed}"
     )
-    print("\n".join(table + ([""] + notes if notes else [])))
+    warned = warning_lines(results)
+    print("\n".join(table + ([""] + notes if notes else []) + ([""] + warned if warned else [])))
     print(
         f"MLflow parent run {outcome.parent_run_id}; open the UI with: "
         f"mlflow ui --backend-store-uri {args.tracking_uri or 'sqlite:///mlflow.db'}"
     )
-    if args.results:
+    if args.results and results.rows:  # the rows that finished, even when others failed; never an empty file
         save_results(args.results, results)
         print(f"wrote {args.results}; render it with: bench leaderboard --from {args.results}", file=sys.stderr)
     if args.output_json:
         write_atomic(args.output_json, json.dumps(outcome.as_json(), indent=1, sort_keys=True) + "\n")
+    outcome.check()  # exit 1 naming every failed row and fold
     return 0
 
 
@@ -316,15 +326,17 @@ def cmd_grid(args: argparse.Namespace) -> int:
     results = Results.from_outcome(outcome, grid_baseline(config), f"bench grid --config {args.config}")
     out = args.leaderboard or (config.leaderboard if not args.dataset else None)
     out = out or leaderboard_path(outcome.cohort.name)
-    save_results(out.with_suffix(".json"), results)
-    text = render(results)
-    write_atomic(out, text)
-    print(text, end="")
-    print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+    if results.rows:  # the rows that finished, even when others failed; never an empty page
+        save_results(out.with_suffix(".json"), results)
+        text = render(results)
+        write_atomic(out, text)
+        print(text, end="")
+        print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     print(
         f"MLflow parent run {outcome.parent_run_id}; browse every run with: "
         f"mlflow ui --backend-store-uri {config.request.tracking_uri or 'sqlite:///mlflow.db'}"
     )
+    outcome.check()  # exit 1 naming every failed row and fold
     return 0
 
 
@@ -357,8 +369,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             return 1
         return 0
     write_atomic(out, text)
-    print(text, end="")
-    print(f"wrote {out}", file=sys.stderr)
+    if args.print:
+        print(text, end="")
+    print(f"wrote {out}", file=sys.stderr if args.print else sys.stdout)  # one line; the page is in the file
     return 0
 
 

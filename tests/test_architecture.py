@@ -127,3 +127,10 @@ def test_every_committed_leaderboard_is_regenerated_byte_for_byte(page: Path) ->
     else:  # made by a grid (or run) together with its results: render from the results file
         check = run_cli("leaderboard", "--from", str(results), "--check")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_readme_documents_every_option_of_every_builtin_plugin() -> None:
+    from bench.plugins.docs import readme_blocks, splice
+
+    text = (REPO / "README.md").read_text()
+    assert splice(text, readme_blocks()) == text, "the README's option tables are stale; regenerate with: make readme"

@@ -164,3 +164,10 @@ def test_paired_difference_of_identical_predictions_is_exactly_zero(tmp_path: Pa
     assert rows[("clinical", "coxph")][6].strip() == "baseline"
     noise = rows[("example_noise", "coxph")]
     assert noise[6].strip().startswith("-") and float(noise[7]) < 0.05, "noise is significantly worse than clinical"
+
+
+def test_leaderboard_prints_one_line_and_the_page_on_request(veterans_run: dict, store: Path, tmp_path: Path) -> None:
+    quiet = run_cli("leaderboard", "--from", str(store / "results.json"), "--out", str(tmp_path / "a.md"))
+    assert quiet.returncode == 0 and quiet.stdout.strip() == f"wrote {tmp_path / 'a.md'}"
+    loud = run_cli("leaderboard", "--from", str(store / "results.json"), "--out", str(tmp_path / "b.md"), "--print")
+    assert loud.returncode == 0 and loud.stdout == (tmp_path / "b.md").read_text()
