@@ -1,7 +1,8 @@
-"""torchvision's 3D ResNet-18 (R3D-18, Kinetics-400) on a fixed-size physical crop around an ROI.
+"""torchvision's 3D ResNet-18 (R3D-18, Kinetics-400) on a physical crop around an ROI.
 
-Pipeline per patient: a box of ``crop_mm`` millimetres, axis-aligned in physical
-space and centred on the ROI's centroid, is resampled onto an isotropic grid of
+Pipeline per patient: a box, axis-aligned in physical space (the ROI's bounding box
+plus ``margin_mm``, or ``crop_mm`` millimetres centred on the ROI's centroid when
+given), is resampled onto an isotropic grid of
 ``voxel_mm`` (linear for the image, nearest neighbour for the mask; outside the
 image is background, 0 SUV or -1000 HU). Intensities go to [0, 1] with a fixed,
 patient-independent scale (PET: SUV / 10, CT: (HU + 1000) / 2000, both clipped),
@@ -19,6 +20,7 @@ the torch hub cache or ours, a download; random initialisation only with
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -29,7 +31,16 @@ import SimpleITK as sitk
 from bench.data.inputs import StudyInputs
 from bench.errors import DataError, UsageError
 from bench.plugins.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
-from feature_extractors.base import Extractor, Interval, Length, PatientRecord, image_needs, option, roi_inputs
+from feature_extractors.base import (
+    AnyOf,
+    Extractor,
+    Interval,
+    Length,
+    PatientRecord,
+    image_needs,
+    option,
+    roi_inputs,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -44,14 +55,17 @@ N_FEATURES = 512
 PET_SUV_MAX = 10.0  # SUV mapped to 1; hotter lesions saturate
 CT_HU_MIN, CT_HU_MAX = -1000.0, 1000.0  # air to dense bone
 BACKGROUND = {"pet": 0.0, "ct": CT_HU_MIN}
+MIN_VOXELS = 16  # per axis of an automatic crop: R3D-18 downsamples space by 16 and time by 8
 
 
 @dataclass(frozen=True)
 class ResNet3DConfig:
     modality: Literal["pet", "ct"] = "pet"  # which image goes through the network
     roi: str = "skeleton"  # skeleton, spine, spine_dilated, or any mask_<roi> of the manifest
-    # physical size of the crop in x/y/z (CLI: 320/240/480)
-    crop_mm: tuple[float, float, float] = option((320.0, 240.0, 480.0), Length(3), Interval(0, None, "neither"))
+    # physical size of the crop in x/y/z (CLI: 320/240/480); empty (the default): the ROI's bounding box plus
+    #   margin_mm on every side, so a 3 cm tumour and a whole skeleton both fill the crop
+    crop_mm: tuple[float, ...] = option((), AnyOf(Length(0), Length(3)), Interval(0, None, "neither"))
+    margin_mm: float = option(10.0, Interval(0, None, "left"))  # context around the ROI's box (crop_mm empty only)
     voxel_mm: float = option(6.0, Interval(0, None, "neither"))  # isotropic voxel of the resampled crop
     mask_outside: bool = True  # set voxels outside the ROI to background (0 after normalisation)
     weights: str = ""  # "" resolves the Kinetics-400 checkpoint; "random" is an explicit random-init control; or a path
@@ -76,7 +90,12 @@ def weights_source() -> WeightsSource:
 
 
 def crop_volume(image: sitk.Image, mask: sitk.Image, config: ResNet3DConfig, modality: str | None = None) -> np.ndarray:
-    """The normalised crop, (z, y, x) float32 in [0, 1], centred on the mask's physical centroid."""
+    """The normalised crop, (z, y, x) float32 in [0, 1].
+
+    With ``crop_mm`` given: that box, centred on the mask's physical centroid. Without: the mask's
+    physical bounding box plus ``margin_mm`` on every side, centred on the box (at least
+    ``MIN_VOXELS`` voxels per axis, which the network's strides need).
+    """
     modality = modality or config.modality
     _check_geometry(config)
     binary = sitk.Cast(mask > 0, sitk.sitkUInt8)
@@ -84,8 +103,14 @@ def crop_volume(image: sitk.Image, mask: sitk.Image, config: ResNet3DConfig, mod
     stats.Execute(binary)
     if not stats.HasLabel(1):
         raise DataError(f"ROI {config.roi!r} is empty: no voxels to centre the resnet3d crop on")
-    centre = np.array(stats.GetCentroid(1))  # physical, x/y/z
-    size = [max(1, round(mm / config.voxel_mm)) for mm in config.crop_mm]
+    if config.crop_mm:
+        centre = np.array(stats.GetCentroid(1))  # physical, x/y/z
+        size = [max(1, round(mm / config.voxel_mm)) for mm in config.crop_mm]
+    else:
+        low, high = _physical_box(binary, stats)
+        centre = (low + high) / 2.0
+        extent = high - low + 2.0 * config.margin_mm
+        size = [max(MIN_VOXELS, math.ceil(mm / config.voxel_mm)) for mm in extent]
     # Voxel centres span (size - 1) voxels, so the grid's centre is the ROI centroid on either input grid.
     origin = centre - (np.array(size) - 1) / 2.0 * config.voxel_mm
     reference = sitk.Image(size, sitk.sitkFloat32)
@@ -145,9 +170,17 @@ def load_model(weights: Path | None, seed: int = 0, device: str = "cpu") -> torc
     return _MODELS[key]
 
 
+def _physical_box(mask: sitk.Image, stats: sitk.LabelShapeStatisticsImageFilter) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest physical x/y/z of the ROI's voxels (their centres, plus half a voxel)."""
+    x, y, z, sx, sy, sz = stats.GetBoundingBox(1)
+    corners = [mask.TransformContinuousIndexToPhysicalPoint((i - 0.5, j - 0.5, k - 0.5))
+               for i in (x, x + sx) for j in (y, y + sy) for k in (z, z + sz)]  # fmt: skip
+    return np.min(corners, axis=0), np.max(corners, axis=0)
+
+
 def _check_geometry(config: ResNet3DConfig) -> None:
-    if len(config.crop_mm) != 3 or min(config.crop_mm) <= 0:
-        raise UsageError(f"resnet3d crop_mm must be three positive sizes in mm (x/y/z), got {config.crop_mm!r}")
+    if config.crop_mm and (len(config.crop_mm) != 3 or min(config.crop_mm) <= 0):
+        raise UsageError(f"resnet3d crop_mm must be three positive sizes in mm (x/y/z) or empty, got {config.crop_mm!r}")
     if config.voxel_mm <= 0:
         raise UsageError(f"resnet3d voxel_mm must be positive, got {config.voxel_mm!r}")
 

@@ -150,3 +150,21 @@ def test_resnet3d_runs_through_bench_on_the_tiny_cohort(tmp_path: Path) -> None:
     assert "resnet3d[voxel_mm=8.0,random-init]" in result.stdout
     assert len(list((tmp_path / "cache" / "features").rglob("*.npz"))) == 24
     print(f"CLI run took {time.perf_counter() - start:.1f} s")
+
+
+def test_the_default_crop_follows_the_roi(tmp_path: Path) -> None:
+    """A 3 cm ROI gets a crop of its own size plus the margin, not a whole-body box of air."""
+    image = sitk.Image([60, 60, 40], sitk.sitkFloat32)
+    image.SetSpacing((2.0, 2.0, 3.0))
+    image.SetOrigin((-50.0, 20.0, 100.0))
+    mask = sitk.Image([60, 60, 40], sitk.sitkUInt8)
+    mask.CopyInformation(image)
+    mask[20:35, 25:40, 10:20] = 1  # 30 x 30 x 30 mm
+    image += 5.0
+    config = ResNet3DConfig(voxel_mm=2.0, margin_mm=5.0)
+    crop = crop_volume(image, mask, config)
+    assert crop.shape == (20, 20, 20), "(30 + 2 x 5) mm at 2 mm per voxel on every axis"
+    inside = crop > 0
+    assert inside[5:15, 5:15, 5:15].all() and inside.sum() == 15**3, "the ROI fills the middle, margins are background"
+    tiny = crop_volume(image, mask, ResNet3DConfig(voxel_mm=6.0, margin_mm=0.0))
+    assert min(tiny.shape) >= 16, "never fewer voxels than the network's strides need"
