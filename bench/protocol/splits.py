@@ -196,6 +196,15 @@ def save_split(split: Split, overwrite: bool = False) -> Path:
     return path
 
 
+def _dataset_argument(cohort: Cohort) -> str:
+    """The ``--dataset`` that reaches ``cohort`` again: its registered name, else its manifest's path."""
+    from bench.plugins.registry import DATASETS
+
+    if cohort.manifest is None or cohort.name in DATASETS.names():
+        return cohort.name
+    return str(cohort.manifest)
+
+
 def load_split(cohort: Cohort, name: str) -> Split:
     """Load ``splits/<dataset>/<name>.json`` and verify it against ``cohort``."""
     path = find_split(cohort.name, name)
@@ -204,7 +213,7 @@ def load_split(cohort: Cohort, name: str) -> Split:
         hint = f"available: {', '.join(available)}" if available else "none exist yet"
         raise SplitError(
             f"no split {name!r} for dataset {cohort.name!r} ({path}); {hint}; "
-            f"make one with: bench splits make --dataset {cohort.name} --name {name}"
+            f"make one with: bench splits make --dataset {_dataset_argument(cohort)} --name {name}"
         )
     try:
         body = json.loads(path.read_text(), object_pairs_hook=_no_duplicate_keys)

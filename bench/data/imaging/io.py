@@ -74,22 +74,22 @@ def read_ct(path: PathLike, patient: str | None = None) -> sitk.Image:
 
 
 def read_mask(path: PathLike, patient: str | None = None, roi: str = "mask") -> sitk.Image:
-    """A NIfTI ROI mask as uint8 0/1 (any nonzero voxel is 1); ``roi`` names it and its manifest column."""
+    """A NIfTI ROI mask as uint8 0/1 (any nonzero voxel is 1); ``roi`` names it, its column is ``mask_<roi>``."""
     source = Path(path)
-    what = f"{roi} mask"
+    what, column = f"{roi} mask", f"mask_{roi}"  # messages name the column as the manifest spells it
     if source.is_dir():
-        raise _cannot_read(what, path, patient, "a mask must be one NIfTI file (.nii/.nii.gz), not a folder", roi)
-    image = _read_nifti(source, what, patient, roi, None)
+        raise _cannot_read(what, path, patient, "a mask must be one NIfTI file (.nii/.nii.gz), not a folder", column)
+    image = _read_nifti(source, what, patient, column, None)
     mask = sitk.Cast(sitk.NotEqual(image, 0), sitk.sitkUInt8)
     inside = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
     total = math.prod(mask.GetSize())
     if inside == 0:
-        raise _error(patient, f"{what} '{path}' is empty (no nonzero voxel); check the manifest's {roi} column")
+        raise _error(patient, f"{what} file '{path}' is empty (no nonzero voxel); check the manifest's {column} column")
     if inside == total:
         raise _error(
             patient,
-            f"{what} '{path}' covers every one of its {total} voxels, so it outlines nothing; "
-            f"check that the manifest's {roi} column points at a mask, not an image",
+            f"{what} file '{path}' covers every one of its {total} voxels, so it outlines nothing; "
+            f"check that the manifest's {column} column points at a mask, not an image",
         )
     return mask
 
