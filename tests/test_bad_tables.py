@@ -284,3 +284,20 @@ def test_an_unexpected_exception_is_one_line_and_exit_3(monkeypatch, capsys) -> 
     )
     with pytest.raises(ZeroDivisionError):
         cli.main(["--debug", "list", "models"])
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("patient_id,pet,time,event,age\n,{pet},100,1,50\nP2,{pet},200,0,60\n", "row 2 of t.csv has no patient_id"),
+        ("patient_id,pet,time,event,age\nP1,{pet},100,1,50,99\nP2,{pet},200,0,60\n", "row 2 of t.csv has 6 fields"),
+        ("patient_id,pet,time,event,age,age\nP1,{pet},100,1,50,5\nP2,{pet},200,0,60,6\n", "column 'age' appears more"),
+    ],
+    ids=["no-patient-id", "row-too-wide", "repeated-column"],
+)
+def test_malformed_tables_are_listed_not_misread(tmp_path: Path, table: str, expected: str) -> None:
+    pet = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti" / "STS_001" / "PET_image.nii.gz"
+    path = tmp_path / "t.csv"
+    path.write_text(table.format(pet=pet))
+    result = run_cli("data", "check", str(path), "--horizons", "50,150", "--tau", "200", "--quiet")
+    assert result.returncode == 2 and expected in result.stdout and "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ list them all in one pass; loading a cohort for a run stops at the first.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +99,10 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
     else:
         table_path = path
     try:
-        table = pd.read_csv(table_path, dtype=str, keep_default_na=False, na_values=[""])
+        # index_col=False: a row with more fields than the header is an error, never a shifted table.
+        with warnings.catch_warnings():  # a row of the wrong width is reported below, by line
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            table = pd.read_csv(table_path, dtype=str, keep_default_na=False, na_values=[""], index_col=False)
     except FileNotFoundError:
         raise InputError(
             f"manifest table {str(table_path)!r} does not exist; fix the manifest's 'table' entry"
@@ -108,6 +112,11 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
     table.columns = [c.strip() for c in table.columns]
 
     problems: list[Problem] = []
+    header_names, widths = _layout(table_path)
+    for name in sorted({n for n in header_names if header_names.count(n) > 1}):
+        problems.append(Problem(f"column {name!r} appears more than once in the header of {table_path.name}"))
+    for number, width in widths:
+        problems.append(Problem(f"row {number} of {table_path.name} has {width} fields, the header {len(header_names)}"))
     policy = _policy(header, horizons, tau, path, problems)
     columns = _columns(header, table, problems, path)
     truth = None
@@ -218,6 +227,9 @@ def _policy(header: dict, horizons, tau, path: Path, problems: list[Problem]) ->
     horizons = horizons or header.get("horizons")
     tau = tau if tau is not None else header.get("tau")
     if horizons is None or tau is None:
+        return None
+    if isinstance(horizons, (str, bytes)) or not isinstance(horizons, (list, tuple)):
+        problems.append(Problem(f"{path.name}: horizons must be a list of times, e.g. [365, 730], got {horizons!r}"))
         return None
     try:
         return EvaluationPolicy(
@@ -357,7 +369,10 @@ def _check_table(m: Manifest) -> None:
     for dup in sorted(set(ids[ids.duplicated()].astype(str))):
         what = "sample id" if "sample_id" in table.columns else "patient id"
         problems.append(Problem(f"{what} {dup!r} appears more than once in {m.path.name}", dup))
-    for _, row in table.iterrows():
+    for number, (_, row) in enumerate(table.iterrows(), start=2):
+        if not isinstance(row["patient_id"], str) or not row["patient_id"].strip():
+            problems.append(Problem(f"row {number} of {m.table_file.name} has no patient_id; give every study one"))
+            continue
         pid = str(row["patient_id"])
         if "time" in table.columns:
             t = _number(row["time"])
@@ -385,6 +400,17 @@ def _check_table(m: Manifest) -> None:
     for col, spec in m.columns.items():  # in-fold imputation needs at least one recorded value
         if all(_missing(v, spec) for v in table[col]):
             problems.append(Problem(f"clinical column {col!r} has no value in any row; fill it in, or drop the column"))
+
+
+def _layout(table_path: Path) -> tuple[list[str], list[tuple[int, int]]]:
+    """The column names as written (pandas renames a repeated one to 'name.1'), and the rows (line number,
+    field count) whose number of fields differs from the header's (pandas would drop or shift values)."""
+    import csv
+
+    with table_path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        rows = csv.reader(handle)
+        names = [name.strip() for name in next(rows, [])]
+        return names, [(i, len(r)) for i, r in enumerate(rows, start=2) if r and len(r) != len(names)]
 
 
 def _given(value) -> bool:
