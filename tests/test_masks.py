@@ -20,7 +20,14 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from bench.data.imaging import masks
-from bench.data.imaging.masks import MaskConfig, dilate_mask, roi_mask, skeleton_mask, spine_mask
+from bench.data.imaging.masks import (
+    MaskConfig,
+    dilate_mask,
+    roi_mask,
+    skeleton_mask,
+    spine_dilated_mask,
+    spine_mask,
+)
 from bench.errors import UsageError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg_example"
@@ -99,9 +106,11 @@ def test_spine_matches_reference_vertebrae_and_leaves_ribs_out(example, example_
     rib_fraction = np.count_nonzero(spine & ribs) / np.count_nonzero(ribs)
     message = f"spine Dice {ours:.3f}, fraction of reference rib voxels in the spine {rib_fraction:.3f}"
     print(message)
-    assert ours >= 0.65, message
+    assert ours >= 0.85, message  # 0.895 measured
     assert rib_fraction < 0.10, message
     assert np.all(array(example_masks["skeleton"]) >= spine)  # the spine is part of the skeleton
+    # no head in this CT, so nothing is cut at a skull base: the spine is on every slice that holds a vertebra
+    assert np.array_equal(spine.any(axis=(1, 2)), example["ref_spine"].any(axis=(1, 2)))
     assert_same_grid(example_masks["spine"], example["ct"])
 
 
@@ -126,6 +135,8 @@ def test_spine_rejects_a_skeleton_on_another_grid(example, example_masks):
     shifted.SetOrigin([o + 5.0 for o in shifted.GetOrigin()])
     with pytest.raises(UsageError, match="grid"):
         spine_mask(example["ct"], shifted)
+    with pytest.raises(UsageError, match="grid"):
+        spine_dilated_mask(example["ct"], shifted)
 
 
 @needs_data
@@ -154,7 +165,7 @@ def test_masks_hold_up_on_another_voxel_size(example, spacing):
     message = f"at {spacing} mm: skeleton Dice {d_skeleton:.3f}, spine Dice {d_spine:.3f}"
     print(message)
     assert d_skeleton >= 0.75, message
-    assert d_spine >= 0.65, message
+    assert d_spine >= 0.75, message  # 0.85 and 0.80 measured
 
 
 @needs_data
@@ -176,7 +187,8 @@ def test_roi_mask_names_and_determinism(example, example_masks):
     assert np.array_equal(array(roi_mask(ct, "skeleton")), array(example_masks["skeleton"]))
     assert np.array_equal(array(roi_mask(ct, "spine")), array(example_masks["spine"]))
     expected = array(dilate_mask(example_masks["spine"], MaskConfig().margin_mm))
-    assert np.array_equal(array(roi_mask(ct, "spine_dilated")), expected)
+    assert np.array_equal(array(roi_mask(ct, "spine_dilated")), expected)  # no skull base to cut at
+    assert np.array_equal(array(spine_dilated_mask(ct, example_masks["skeleton"])), expected)
     wider = array(roi_mask(ct, "spine_dilated", MaskConfig(margin_mm=20.0)))
     assert np.count_nonzero(wider) > np.count_nonzero(expected)
 

@@ -12,11 +12,29 @@ Skeleton: cortex (HU >= ``bone_hu``) grows into connected trabecular bone
 cortex; enclosed cavities are filled when they are marrow (see ``_marrow``);
 specks and anything surrounded by air (the CT table) are dropped.
 
-Spine: per axial slice, the centroid of the bone near the body's left-right
-midline in its posterior half, median-filtered along z, is the column's
-centreline; the spine is the skeleton within a box around it (wide enough for
-transverse and spinous processes, narrow enough to cut ribs at their necks),
-keeping only pieces that reach the centreline's core.
+Skull base: the column ends at the skull base (the foramen magnum), so neither the
+skull nor the brain, the hottest organ on FDG PET, is in ``spine`` or
+``spine_dilated``. The cranium is found by its cavity: the skull is the one bone
+that, in an axial slice, encloses a large region of soft tissue (the brain), and
+that region fills much of the head's cross-section. The in-slice regions enclosed
+by bone, with the mean HU of brain or CSF (``cranium_hu``) and at least
+``foramen_area_mm2`` each, are stacked along z into cavities; a cavity is the
+cranium's when one of its slices holds a region of ``cranium_area_mm2`` or more
+that fills ``cranium_fill`` of the body's cross-section (the pelvic inlet, the
+only other large ring of bone, fills far less; the chest's rings hold air). The
+cavity reaches down through the ring of the foramen magnum, which is wider than
+any spinal canal below the atlas; the lowest slice of the highest run of such
+slices is the skull base. Every slice from the skull base up is left out of both
+ROIs. A CT without a cranium (from the neck down, chest, abdomen) is not cut at
+all, nor is one that ends within a centimetre or so above the skull base: too
+little of the cranium shows to tell it from other rings of bone.
+
+Spine: per axial slice below the skull base, the centroid of the bone near the
+body's left-right midline in its posterior half, median-filtered along z, is the
+column's centreline; the spine is the skeleton within a box around it (wide
+enough for transverse and spinous processes, narrow enough to cut ribs at their
+necks), keeping only pieces that reach the centreline's core. ``spine_dilated``
+is the spine dilated by ``margin_mm``, also cut at the skull base.
 
 Masks are uint8 0/1 on the CT's own grid.
 """
@@ -33,7 +51,7 @@ from scipy import ndimage
 from bench.errors import UsageError
 
 # Part of the mask cache key (bench.data.imaging.study): bump on any change to what the functions return.
-VERSION = "1"
+VERSION = "2"
 
 ROIS = ("skeleton", "spine", "spine_dilated")
 
@@ -54,6 +72,15 @@ class MaskConfig:
     air_hu: float = -400.0  # below this is air: outside the body, lungs, bowel gas
     max_air_fraction: float = 0.8  # components surrounded (2-5 mm out) mostly by air are outside the patient:
     #   the CT table, positioning aids
+    # --- skull base ---
+    cranium_area_mm2: float = 4000.0  # an in-slice region enclosed by bone this large may be brain (adult brain
+    #   at its widest: 15000-25000 mm2; posterior fossa alone: 4000-6000) ...
+    cranium_fill: float = 0.3  # ... when it also fills this fraction of the body's cross-section (the vault: 0.6-0.8;
+    #   the pelvic inlet, the other large ring of bone: 0.1-0.2) ...
+    cranium_hu: tuple[float, float] = (0.0, 100.0)  # ... and its mean HU lies here: brain (~30) and CSF (~10),
+    #   not fat, air or lung
+    foramen_area_mm2: float = 500.0  # enclosed regions at least this large carry the cranial cavity down through
+    #   the foramen magnum (~800 mm2); the spinal canal below the atlas is 150-350 mm2
     # --- spine ---
     search_halfwidth_mm: float = 30.0  # per slice, bone within this of the body's midline locates the column
     min_slice_bone_mm2: float = 150.0  # less bone than this in that window: no column in the slice
@@ -78,8 +105,26 @@ def skeleton_mask(ct: sitk.Image, config: MaskConfig = MaskConfig()) -> sitk.Ima
 def spine_mask(ct: sitk.Image, skeleton: sitk.Image | None = None, config: MaskConfig = MaskConfig()) -> sitk.Image:
     """The vertebral column (bodies and posterior elements), without ribs or pelvis: uint8 0/1 on the CT grid.
 
+    It ends at the skull base. ``skeleton`` (from ``skeleton_mask``, same grid) saves recomputing it.
+    """
+    frame, spine, _ = _column(ct, skeleton, config)
+    return frame.image(spine, ct)
+
+
+def spine_dilated_mask(
+    ct: sitk.Image, skeleton: sitk.Image | None = None, config: MaskConfig = MaskConfig()
+) -> sitk.Image:
+    """The spine dilated by ``config.margin_mm`` (see ``dilate_mask``), cut at the skull base like the spine.
+
     ``skeleton`` (from ``skeleton_mask``, same grid) saves recomputing it.
     """
+    frame, spine, below = _column(ct, skeleton, config)
+    dilated = frame.array(dilate_mask(frame.image(spine, ct), config.margin_mm)) > 0
+    return frame.image(dilated & below[:, None, None], ct)  # the margin must not reach into the skull either
+
+
+def _column(ct: sitk.Image, skeleton: sitk.Image | None, config: MaskConfig) -> tuple[_Frame, np.ndarray, np.ndarray]:
+    """The CT's frame, the spine in its array order, and per slice whether it lies below the skull base."""
     frame = _Frame(ct)
     hu = frame.hu(ct)
     if skeleton is None:
@@ -94,11 +139,9 @@ def spine_mask(ct: sitk.Image, skeleton: sitk.Image | None = None, config: MaskC
             ]
         )
         if not same_grid:
-            raise UsageError(
-                "the skeleton passed to spine_mask is not on the CT's grid; compute it with skeleton_mask(ct)"
-            )
+            raise UsageError("the skeleton passed is not on the CT's grid; compute it with skeleton_mask(ct)")
         bone = frame.array(skeleton) > 0
-    return frame.image(_spine(hu, bone, frame, config), ct)
+    return frame, *_spine(hu, bone, frame, config)
 
 
 def dilate_mask(mask: sitk.Image, margin_mm: float) -> sitk.Image:
@@ -138,7 +181,7 @@ def roi_mask(ct: sitk.Image, roi: str, config: MaskConfig = MaskConfig()) -> sit
     if roi == "spine":
         return spine_mask(ct, config=config)
     if roi == "spine_dilated":
-        return dilate_mask(spine_mask(ct, config=config), config.margin_mm)
+        return spine_dilated_mask(ct, config=config)
     raise UsageError(f"unknown ROI {roi!r}; valid ROIs: {', '.join(ROIS)}")
 
 
@@ -187,6 +230,10 @@ class _Frame:
         """The x and y shift of slices 0..n-1 relative to slice 0 (non-zero for tilted slices)."""
         k = np.arange(n)
         return self.step[0, 0] * k, self.step[1, 0] * k
+
+    def slice_z(self, n: int) -> np.ndarray:
+        """The LPS z (superior) in mm of slices 0..n-1 (at their first in-plane voxel)."""
+        return self.origin[2] + self.step[2, 0] * np.arange(n)
 
 
 # --- skeleton ----------------------------------------------------------------------------------------
@@ -281,8 +328,12 @@ def _drop_outside_body(bone: np.ndarray, hu: np.ndarray, spacing: np.ndarray, co
 # --- spine -------------------------------------------------------------------------------------------
 
 
-def _spine(hu: np.ndarray, bone: np.ndarray, frame: _Frame, config: MaskConfig) -> np.ndarray:
-    cx, cy = _centreline(hu, bone, frame, config)
+def _spine(hu: np.ndarray, bone: np.ndarray, frame: _Frame, config: MaskConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The column, and per slice whether it lies below the skull base (all True without a cranium)."""
+    body = _largest_component(hu > config.air_hu)  # the patient, not the table
+    below = _below_skull_base(hu, bone, body, frame, config)
+    bone = bone & below[:, None, None]
+    cx, cy = _centreline(hu, bone, body, frame, config)
     x0, y0 = frame.in_plane(hu.shape)
     shift_x, shift_y = frame.slice_shift(hu.shape[0])
     spine = np.zeros_like(bone)
@@ -294,10 +345,45 @@ def _spine(hu: np.ndarray, bone: np.ndarray, frame: _Frame, config: MaskConfig) 
         spine[k] = bone[k] & box
         core[k] = bone[k] & (dx**2 + dy**2 <= config.core_radius_mm**2)
     # what the box cut loose (rib shafts, calcified plaque) does not reach the column's core
-    return _connected_to(spine, core, _FULL)
+    return _connected_to(spine, core, _FULL), below
 
 
-def _centreline(hu: np.ndarray, bone: np.ndarray, frame: _Frame, config: MaskConfig) -> tuple[np.ndarray, np.ndarray]:
+def _below_skull_base(
+    hu: np.ndarray, bone: np.ndarray, body: np.ndarray, frame: _Frame, config: MaskConfig
+) -> np.ndarray:
+    """Per slice, whether it lies below the skull base: the lowest slice of the cranial cavity (module docstring)."""
+    nz = hu.shape[0]
+    pixel_mm2 = frame.spacing[1] * frame.spacing[2]
+    enclosed = _enclosed(bone, _IN_PLANE)
+    regions, n = ndimage.label(enclosed, structure=_IN_PLANE)  # in-slice regions: none spans two slices
+    if n == 0:
+        return np.ones(nz, dtype=bool)
+    which = regions[enclosed]
+    area = np.bincount(which, minlength=n + 1)[1:] * pixel_mm2
+    mean_hu = np.bincount(which, weights=hu[enclosed], minlength=n + 1)[1:] / np.maximum(area / pixel_mm2, 1)
+    layer = np.array([box[0].start for box in ndimage.find_objects(regions)])
+    body_mm2 = np.count_nonzero(body, axis=(1, 2))[layer] * pixel_mm2
+    soft = (area >= config.foramen_area_mm2) & (mean_hu >= config.cranium_hu[0]) & (mean_hu <= config.cranium_hu[1])
+    brain = soft & (area >= config.cranium_area_mm2) & (area >= config.cranium_fill * body_mm2)
+    if not brain.any():
+        return np.ones(nz, dtype=bool)
+    # the soft regions stacked along z are cavities; the cranium's cavity is the one (or ones) holding brain
+    cavities, _ = ndimage.label(np.concatenate([[False], soft])[regions], structure=_FACE)
+    cranial = np.zeros(cavities.max() + 1, dtype=bool)
+    cranial[cavities[np.concatenate([[False], brain])[regions]]] = True
+    cranial[0] = False
+    layers = np.flatnonzero(cranial[cavities].any(axis=(1, 2)))
+    # the highest run of cranial slices (short gaps bridged) is the cranium; its lowest slice is the skull base
+    z = frame.slice_z(nz)
+    ordered = layers[np.argsort(-z[layers])]
+    run_end = np.flatnonzero(np.abs(np.diff(z[ordered])) > config.max_gap_mm)
+    base = ordered[run_end[0]] if run_end.size else ordered[-1]
+    return z < z[base]
+
+
+def _centreline(
+    hu: np.ndarray, bone: np.ndarray, body: np.ndarray, frame: _Frame, config: MaskConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Per slice, the LPS x and y (mm) of the column's centre; NaN where there is no column.
 
     The centre is the centroid of the bone near the body's left-right midline in
@@ -310,7 +396,6 @@ def _centreline(hu: np.ndarray, bone: np.ndarray, frame: _Frame, config: MaskCon
     pixel_mm2 = frame.spacing[1] * frame.spacing[2]
     window = config.centreline_smooth_mm / frame.spacing[0]
 
-    body = _largest_component(hu > config.air_hu)  # the patient, not the table
     body_x = _median_along(_slice_mean(body, x0, shift_x), window)
     body_y = _slice_mean(body, y0, shift_y)
 

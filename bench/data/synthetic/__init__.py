@@ -13,7 +13,7 @@ outcome), ``canvas`` (labels, grids, painting primitives), ``anatomy`` (the body
 from bench.data.synthetic.canvas import LABELS
 from bench.data.synthetic.patients import sample_patients
 from bench.data.synthetic.presets import CLINICAL_COLUMNS, HORIZONS, PRESETS, TAU, TRUTH_COLUMNS, Preset, dataset_name
-from bench.data.synthetic.render import render_patient
+from bench.data.synthetic.render import render_patient, spine_truth
 from bench.data.synthetic.writing import generate
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "generate",
     "render_patient",
     "sample_patients",
+    "spine_truth",
 ]

@@ -37,6 +37,7 @@ _VERTEBRAE = (
     + [(27.0, 9.0, 24.0, 18.0, 24.0)] * 5
 )
 _C2_TOP = 1600.0
+_SKULL_BASE = 1595.0  # lower edge of the skull (the foramen magnum's level); C2's tip rises into the ring above it
 # Ribs 1-12: half-width, half-depth, anterior drop (mm) and how far round the chest each reaches (0 to 1).
 _RIB_A = (60, 82, 100, 112, 120, 126, 130, 132, 132, 130, 126, 120)
 _RIB_B = (40, 55, 66, 74, 79, 82, 84, 85, 85, 83, 80, 76)
@@ -227,7 +228,7 @@ def _paint_skull_and_brain(c: _Canvas) -> None:
         return
     idx, q0 = got
     Z = c.z[idx[0]][:, None, None]
-    vault = Z >= 1595
+    vault = Z >= _SKULL_BASE
     shape = q0.shape
     q1 = _within(c.ellipsoid(centre, radii - t), idx, shape)
     q2 = _within(c.ellipsoid(centre, radii - t - diploe), idx, shape)

@@ -9,7 +9,18 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from bench.data.synthetic.anatomy import FEMUR, HUMERUS, PELVIS, RIBS, SKULL, SPINE, _body, _paint_anatomy
+from bench.data.synthetic.anatomy import (
+    _SKULL_BASE,
+    FEMUR,
+    HUMERUS,
+    PELVIS,
+    RIBS,
+    SKULL,
+    SPINE,
+    _body,
+    _paint_anatomy,
+    _paint_spine,
+)
 from bench.data.synthetic.canvas import (
     BLADDER,
     BLOOD_POOL,
@@ -42,7 +53,7 @@ def render_patient(row: Mapping, preset: str | Preset, seed: int) -> tuple[sitk.
     pid = str(row["patient_id"])
     body = _body(row)
     pet_grid, ct_grid = _grids(preset, body)
-    cortex = max(2.0, preset.ct_spacing[0], preset.ct_spacing[1])  # an unbroken cortical shell on the CT grid
+    cortex = _cortex_mm(preset)
     pet_canvas, ct_canvas = _Canvas(pet_grid, body, cortex), _Canvas(ct_grid, body, cortex)
     _paint_anatomy(pet_canvas)
     _paint_anatomy(ct_canvas)
@@ -97,6 +108,28 @@ def render_patient(row: Mapping, preset: str | Preset, seed: int) -> tuple[sitk.
     ct = np.round(ct).astype(np.float32)  # CT stores whole Hounsfield units
 
     return pet_grid.image(pet), ct_grid.image(ct), pet_grid.image(labels)
+
+
+def spine_truth(row: Mapping, preset: str | Preset) -> tuple[sitk.Image, float]:
+    """The vertebral column (C2 to L5 and the sacrum; uint8 0/1 on the CT grid) and the skull base's z (mm).
+
+    Ground truth for tests of the spine ROI, not part of the cohort: the column is
+    painted alone on a fresh canvas with the generator's own shapes, so nothing that
+    :func:`render_patient` returns or the writer writes changes. The skull (and the
+    brain) lie wholly at or above the skull base; C2's tip reaches 5 mm into the
+    foramen magnum's ring above it. ``row`` is a row of :func:`sample_patients`.
+    """
+    preset = _preset(preset)
+    body = _body(dict(row))
+    _, ct_grid = _grids(preset, body)
+    canvas = _Canvas(ct_grid, body, _cortex_mm(preset))
+    _paint_spine(canvas)
+    column = (canvas.labels == CORTEX) | (canvas.labels == MARROW)
+    return ct_grid.image(column.astype(np.uint8)), _SKULL_BASE * body.k
+
+
+def _cortex_mm(preset: Preset) -> float:
+    return max(2.0, preset.ct_spacing[0], preset.ct_spacing[1])  # an unbroken cortical shell on the CT grid
 
 
 def _lookup(canvas: _Canvas, values: dict, air: float) -> np.ndarray:
