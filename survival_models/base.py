@@ -102,7 +102,7 @@ class SksurvModel(SurvivalModel):
         try:
             self.estimator_.fit(X, y)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-            raise ModelError(f"model {self.name!r} failed to fit: {exc}") from exc
+            raise ModelError.of(self, "failed to fit", str(exc)) from exc
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

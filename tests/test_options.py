@@ -239,7 +239,7 @@ def test_rsf_max_features_rejects_text_that_is_neither_a_rule_nor_a_fraction() -
 @pytest.mark.parametrize(
     "registry, name, options, words",
     [
-        (EXTRACTORS, "resnet3d", {"crop_mm": "320/240"}, "crop_mm must be 3 items long"),
+        (EXTRACTORS, "resnet3d", {"crop_mm": "320/240"}, "crop_mm must be empty or 3 items long"),
         (EXTRACTORS, "resnet3d", {"crop_mm": "320/0/480"}, r"crop_mm must have every item in \(0, inf\)"),
         (EXTRACTORS, "resnet3d", {"voxel_mm": "0"}, r"voxel_mm must be in \(0, inf\)"),
         (

@@ -139,11 +139,12 @@ def _high_dimensional(n: int = 320, p: int = 100, informative: int = 5, seed: in
     return block, structured_y(event_time <= censor_time, np.minimum(event_time, censor_time))
 
 
-def test_tuned_coxnet_beats_its_defaults_on_held_out_patients() -> None:
+def test_tuned_coxnet_beats_a_fixed_weak_penalty_on_held_out_patients() -> None:
     block, y = _high_dimensional()
     patient_ids = block.frame.index.to_numpy()
     train, test = np.arange(120), np.arange(120, len(y))
-    coxnet = resolve_models(["coxnet"])[0]
+    # A fixed, too weak penalty (coxnet's default before it chose alpha itself) against nested tuning.
+    coxnet = resolve_models(["coxnet:alpha=0.01"])[0]
 
     def held_out_c(config: Any) -> float:
         pre = FoldPreprocessor([block])

@@ -213,6 +213,8 @@ class Length:
         return len(value) >= self.at_least and (self.at_most is None or len(value) <= self.at_most)
 
     def requirement(self) -> str:
+        if self.exact == 0:
+            return "empty"
         if self.exact is not None:
             count, last = f"{self.exact}", self.exact
         elif self.at_most is None:

@@ -3,10 +3,17 @@
 Per fold: preprocessing and model are fit on the training part only, then the
 test part gets risk scores and survival curves (out-of-fold predictions),
 fold metrics, and bootstrap replicates of the concordance indices.
+
+A learner that fails says so with a ``ModelError`` placed in its fold. Warnings the
+learner raises while it fits and predicts (ill-conditioned matrices, no convergence,
+overflow) are counted per fold instead of printed: the row carries the count and the
+first messages, and the leaderboard flags it.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data.cohort import Cohort
-from bench.errors import ModelError
+from bench.errors import ModelError, describe_model
 from bench.protocol.preprocessing import FoldPreprocessor
 from bench.protocol.splits import Split
 from bench.stats.bootstrap import MetricSummary, bootstrap_indices, counts_from_indices, summarise
@@ -32,6 +39,18 @@ class Evaluation:
     replicates: pd.DataFrame  # bootstrap fold means, one column per metric, one row per replicate
     fold_reasons: dict[str, dict[str, str]] = field(default_factory=dict)  # fold key -> metric -> reason
     tuned: dict[str, dict] = field(default_factory=dict)  # fold key -> options chosen by nested tuning
+    fold_warnings: dict[str, int] = field(default_factory=dict)  # fold key -> numerical warnings (folds with any)
+    warning_messages: tuple[str, ...] = ()  # the first distinct ones, in the order they came
+
+    @property
+    def warnings(self) -> int:
+        """Numerical warnings raised while the learner fitted and predicted, over all folds."""
+        return sum(self.fold_warnings.values())
+
+
+# Warnings about the code rather than the numbers: passed on as usual, never counted.
+CODE_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning, ResourceWarning)
+MAX_WARNING_MESSAGES = 5  # distinct messages kept per row
 
 
 def evaluate(
@@ -58,21 +77,25 @@ def evaluate(
     prediction_parts = []
     tuned: dict[str, dict] = {}
     folds = split.folds(cohort)
+    fold_warnings: dict[str, int] = {}
+    messages: list[str] = []
     for fold in folds:
         if tune is not None:
-            tuned[fold.key] = tune(fold.train, fold.key)
+            try:
+                tuned[fold.key] = tune(fold.train, fold.key)
+            except ModelError as exc:
+                raise exc.place(model=describe_model(make_model(None)), action="could not be tuned", fold=fold.key)
         pre = FoldPreprocessor(blocks)
         X_train = pre.fit_transform(fold.train)
         X_test = pre.transform(fold.test)
         model = make_model(tuned.get(fold.key)).with_layout(pre.layout)
-        model.fit(X_train, y[fold.train])
-        risk = model.predict(X_test)
-        if not np.isfinite(risk).all():
-            raise ModelError(f"model {model.name!r} predicted non-finite risk scores in fold {fold.key}")
-        try:
-            survival = model.predict_survival_function(X_test, policy.ibs_times)
-        except NotImplementedError:
-            survival = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # every occurrence counts, not the first per line
+            risk, survival = _fit_predict(model, X_train, y[fold.train], X_test, policy.ibs_times, fold.key)
+        numerical = _numerical(caught)
+        if numerical:
+            fold_warnings[fold.key] = len(numerical)
+            messages += [m for m in dict.fromkeys(numerical) if m not in messages]
         engine = FoldMetrics(y[fold.train], y[fold.test], risk, survival, policy)
         values = engine.point()
         for m in names:
@@ -111,4 +134,46 @@ def evaluate(
         replicates=pd.DataFrame(replicate_means) if bootstrap else pd.DataFrame(),
         fold_reasons=fold_reasons,
         tuned=tuned,
+        fold_warnings=fold_warnings,
+        warning_messages=tuple(messages[:MAX_WARNING_MESSAGES]),
     )
+
+
+def _fit_predict(
+    model: SurvivalModel, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, times: np.ndarray, fold: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Risk scores and survival curves of the test rows; any failure is a ModelError placed in ``fold``."""
+    action = "failed to fit"
+    try:
+        model.fit(X_train, y_train)
+        action = "failed to predict"
+        risk = np.asarray(model.predict(X_test), dtype=float)
+        if not np.isfinite(risk).all():
+            raise ModelError(f"{int((~np.isfinite(risk)).sum())} of {len(risk)} risk scores are not finite")
+        try:
+            survival = model.predict_survival_function(X_test, times)
+        except NotImplementedError:
+            survival = None
+    except ModelError as exc:
+        raise exc.place(model=describe_model(model), action=action, fold=fold)
+    except (ArithmeticError, ValueError) as exc:  # a plugin's library failing on these numbers (LinAlgError too)
+        raise ModelError(f"{type(exc).__name__}: {exc}", model=describe_model(model), action=action, fold=fold) from exc
+    return risk, survival
+
+
+def _numerical(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The numerical warnings among ``caught``, as text; the others are passed on as if never caught."""
+    out = []
+    for w in caught:
+        if issubclass(w.category, CODE_WARNINGS):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        else:
+            out.append(_warning_text(w))
+    return out
+
+
+def _warning_text(w: warnings.WarningMessage) -> str:
+    # Numbers in messages (rcond=1.2345e-17) carry the machine's rounding noise: 3 significant digits keep
+    # the text, and so the results file, the same from one machine to the next.
+    text = re.sub(r"\d+\.\d+(?:[eE][-+]?\d+)?", lambda m: f"{float(m.group()):.3g}", " ".join(str(w.message).split()))
+    return f"{w.category.__name__}: {text}"[:300]

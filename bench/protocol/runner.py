@@ -224,6 +224,30 @@ def resolve_plan(request: RunRequest) -> list[tuple[Features, list[PluginSpec]]]
     return plan
 
 
+def input_problems(plan: list[tuple[Features, list[PluginSpec]]], cohort: Cohort) -> list[str]:
+    """Extractors of the plan that some studies cannot feed (a missing modality or ROI), one line each.
+
+    Checked before any work, from what each extractor's options need (``Extractor.missing_inputs``).
+    """
+    records = patient_records(cohort)
+    problems: list[str] = []
+    seen: set[str] = set()
+    for features, _models in plan:
+        for part in features.parts:
+            if part.digest() in seen:
+                continue
+            seen.add(part.digest())
+            extractor = part.cls(part.config)
+            lacking = [(r.sample_id, why) for r in records if (why := extractor.missing_inputs(r.inputs))]
+            if lacking:
+                sample, why = lacking[0]
+                problems.append(
+                    f"extractor {part.label!r} cannot run on {len(lacking)} of {len(records)} studies of "
+                    f"{cohort.name!r}: e.g. {sample!r}: {why}"
+                )
+    return problems
+
+
 def row_key(features: Features, model: PluginSpec, tune: int = 0) -> RowKey:
     """The identity of a row: what runner, tracking and leaderboard compare (never its text)."""
     return RowKey(features.key(), model.key(tune))

@@ -74,7 +74,24 @@ def render(results: Results, source: str | None = None) -> str:
         lines += ["", f"No entry {baseline.describe()} for {', '.join(unmatched)}: their `vs baseline` shows -."]
     if notes:
         lines += ["", "Metrics shown as n/a:", "", *notes]
+    warned = warning_lines(results)
+    if warned:
+        lines += ["", "Numerical warnings (the learner warned as it fitted or predicted; read its numbers with care):"]
+        lines += ["", *warned]
     return "\n".join(lines) + "\n"
+
+
+def warning_lines(results: Results) -> list[str]:
+    """One note per row whose learner raised numerical warnings, in rank order; none for the others."""
+    return [
+        f"- {row.key}: {_warnings(row.warnings, 'numerical warning')} during fitting (first: {row.first_warning})"
+        for row in ranked(results.rows)
+        if row.warnings
+    ]
+
+
+def _warnings(count: int, noun: str = "warning") -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _without_baseline(results: Results) -> list[str]:
@@ -98,7 +115,7 @@ def table_lines(results: Results) -> tuple[list[str], list[str]]:
         cells = [
             str(rank),
             row.key.features_label,
-            row.key.model_label,
+            row.key.model_label + (f" ({_warnings(row.warnings)})" if row.warnings else ""),  # flagged, see the notes
             _with_ci(c),
             _with_se(c),
             *_versus(row, _baseline_row(baseline, row, results)),

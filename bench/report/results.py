@@ -64,6 +64,8 @@ class Row:
     seed: int = 0
     replicates: np.ndarray | None = None  # bootstrap fold means of the C-index, shared across entries
     run_id: str = ""  # MLflow run id (not stored: it differs between stores)
+    warnings: int = 0  # numerical warnings while the learner fitted and predicted (stored only when > 0)
+    first_warning: str = ""  # the first of them, as text
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Results:
                 outcome.request.seed,
                 r.evaluation.replicates["c_index"].to_numpy() if not r.evaluation.replicates.empty else None,
                 r.run_id,
+                r.evaluation.warnings,
+                r.evaluation.warning_messages[0] if r.evaluation.warning_messages else "",
             )
             for r in outcome.results
         ]
@@ -163,6 +167,8 @@ def load_results(path: Path) -> Results:
 
 
 def _row_json(row: Row) -> dict:
+    # Rows without warnings carry no key for them: results files written before they were counted stay as they are.
+    warned = {"warnings": row.warnings, "first_warning": row.first_warning} if row.warnings else {}
     return {
         "extractor": row.key.features_label,
         "model": row.key.model_label,
@@ -174,6 +180,7 @@ def _row_json(row: Row) -> dict:
         "c_index_replicates": None
         if row.replicates is None
         else [_number(round(float(v), REPLICATE_DECIMALS)) for v in row.replicates],
+        **warned,
     }
 
 
@@ -188,6 +195,8 @@ def _row_from_json(body: dict) -> Row:
         body["bootstrap"],
         body["seed"],
         None if replicates is None else np.array([_float(v) for v in replicates]),
+        warnings=int(body.get("warnings", 0)),
+        first_warning=str(body.get("first_warning", "")),
     )
 
 

@@ -1,4 +1,8 @@
-"""MLflow tracking: one experiment per dataset, a parent run per invocation, a child run per combination."""
+"""MLflow tracking: one experiment per dataset, a parent run per invocation, a child run per combination.
+
+A combination whose learner failed is a FAILED child run with the error as its ``bench.error`` tag;
+the parent run of an invocation with any failed combination ends FAILED too.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from bench.errors import BenchError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 KIND_TAG = "bench.kind"
+ERROR_TAG = "bench.error"  # on a failed combination's run: what failed, in which fold
 
 
 def _quiet_mlflow() -> None:
@@ -70,19 +75,16 @@ class Tracker:
         tags: dict[str, str],
         metrics: dict[str, dict],
         artifacts: dict[str, str],
+        scalars: dict[str, float] | None = None,
     ) -> str:
-        """Record one finished combination; returns its run id."""
+        """Record one finished combination; returns its run id. ``scalars`` are single-valued metrics."""
         from mlflow.entities import Metric
 
-        run = self.client.create_run(
-            self.experiment_id,
-            tags={KIND_TAG: "combination", "mlflow.parentRunId": self.parent_run_id, **tags},
-            run_name=run_name,
-        )
-        run_id = run.info.run_id
-        self._log_params(run_id, params)
+        run = self._child(run_name, params, tags)
+        run_id, timestamp = run.info.run_id, run.info.start_time
         batch = []
-        timestamp = run.info.start_time
+        for name, value in (scalars or {}).items():
+            batch.append(Metric(name, _finite_or_nan(value), timestamp, 0))
         for name, summary in metrics.items():
             for field in ("mean", "se", "ci_low", "ci_high"):
                 key = name if field == "mean" else f"{name}_{field}"
@@ -99,8 +101,23 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
+    def log_failure(self, run_name: str, params: dict[str, Any], tags: dict[str, str], error: str) -> str:
+        """Record a combination whose learner failed: a FAILED child run with the error as a tag."""
+        run_id = self._child(run_name, params, {**tags, ERROR_TAG: error[:5000]}).info.run_id
+        self.client.set_terminated(run_id, "FAILED")
+        return run_id
+
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status)
+
+    def _child(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Any:
+        run = self.client.create_run(
+            self.experiment_id,
+            tags={KIND_TAG: "combination", "mlflow.parentRunId": self.parent_run_id, **tags},
+            run_name=run_name,
+        )
+        self._log_params(run.info.run_id, params)
+        return run
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
