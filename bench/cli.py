@@ -309,6 +309,14 @@ def _run_command(args: argparse.Namespace) -> str:
     return shlex.join([*words, "--results", str(args.results)] if args.results else words)
 
 
+def _grid_command(args: argparse.Namespace) -> str:
+    """The ``bench grid`` command quoted on a page, with the overrides that change its results."""
+    words = ["bench", "grid", "--config", str(args.config)]
+    for flag, value in (("--dataset", args.dataset), ("--bootstrap", args.bootstrap), ("--weights", args.weights)):
+        words += [flag, str(value)] if value is not None else []
+    return shlex.join(words)
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     from bench.protocol.grid import check_plan, grid_baseline, load_config, run_grid
     from bench.report.files import write_atomic
@@ -323,7 +331,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(f"{features}: {', '.join(models)}")
         return 0
     outcome = run_grid(config, progress=not args.quiet)
-    results = Results.from_outcome(outcome, grid_baseline(config), f"bench grid --config {args.config}")
+    results = Results.from_outcome(outcome, grid_baseline(config), _grid_command(args))
     out = args.leaderboard or (config.leaderboard if not args.dataset else None)
     out = out or leaderboard_path(outcome.cohort.name)
     if results.rows:  # the rows that finished, even when others failed; never an empty page
