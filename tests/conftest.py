@@ -10,6 +10,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``BENCH_DATA_DIR`` holding the tiny synthetic cohort, generated once per session; tests only read it."""
+    from bench.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic-data")
+    generate("tiny", 0, root / "synthetic_mm-tiny-seed0", progress=False)
+    return root
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -63,11 +63,11 @@ def test_model_declares_defaults_and_search_space(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def imaging_cohort(tmp_path_factory: pytest.TempPathFactory):
+def imaging_cohort(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path):
     """Five patients of the tiny synthetic PET/CT cohort, for extractors that read images."""
     root = tmp_path_factory.mktemp("imaging")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENCH_DATA_DIR", str(root / "data"))
+        mp.setenv("BENCH_DATA_DIR", str(synthetic_data))
         mp.setenv("BENCH_CACHE_DIR", str(root / "cache"))
         cohort = load_cohort("synthetic_mm_tiny")
     return cohort.subset(range(5))

@@ -99,10 +99,10 @@ def sts_manifest(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cohorts(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def cohorts(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> dict:
     root = tmp_path_factory.mktemp("real_data")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENCH_DATA_DIR", str(root / "data"))  # the tiny synthetic cohort is generated here
+        mp.setenv("BENCH_DATA_DIR", str(synthetic_data))
         mp.setenv("BENCH_CACHE_DIR", str(root / "cache"))
         tiny = load_cohort("synthetic_mm_tiny").subset(range(N_PATIENTS))
     return {"ibsi_sts": load_cohort(str(sts_manifest(root / "sts"))), "synthetic_mm_tiny": tiny}

@@ -38,9 +38,9 @@ def _write(path: Path, body: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_grid(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def tiny_grid(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> dict:
     tmp = tmp_path_factory.mktemp("grid")
-    env = {"BENCH_DATA_DIR": str(tmp / "data"), "BENCH_CACHE_DIR": str(tmp / "cache")}
+    env = {"BENCH_DATA_DIR": str(synthetic_data), "BENCH_CACHE_DIR": str(tmp / "cache")}
     config = _write(tmp / "tiny.yaml", {**TINY_CONFIG, "leaderboard": str(tmp / "board" / "tiny.md")})
     result = run_cli("grid", "--config", str(config), "--tracking-uri", f"sqlite:///{tmp / 'm.db'}", "--quiet", env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -137,13 +137,13 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.mark.slow
-def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_data: Path) -> None:
     from bench.cache import FeatureCache
     from bench.data.datasets import load_cohort
     from bench.testing import run_cli
 
     env = {
-        "BENCH_DATA_DIR": str(tmp_path / "data"),
+        "BENCH_DATA_DIR": str(synthetic_data),
         "BENCH_CACHE_DIR": str(tmp_path / "cache"),
     }
     result = run_cli(

@@ -115,10 +115,10 @@ def test_params_file_replaces_the_settings(tmp_path: Path) -> None:
     assert not any("glcm" in k for k in ours)
 
 
-def test_radiomics_runs_through_bench_on_the_tiny_cohort(tmp_path: Path) -> None:
+def test_radiomics_runs_through_bench_on_the_tiny_cohort(tmp_path: Path, synthetic_data: Path) -> None:
     from bench.testing import run_cli
 
-    env = {"BENCH_DATA_DIR": str(tmp_path / "data"), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
+    env = {"BENCH_DATA_DIR": str(synthetic_data), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
     result = run_cli(
         "run", "--dataset", "synthetic_mm_tiny", "--extractor", "radiomics:feature_classes=firstorder",
         "--model", "coxnet", "--bootstrap", "50", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--quiet",

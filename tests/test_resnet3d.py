@@ -138,16 +138,16 @@ def test_missing_weights_say_what_to_do(tmp_path: Path, monkeypatch: pytest.Monk
     assert "--weights random" in message
 
 
-def test_resnet3d_runs_through_bench_on_the_tiny_cohort(tmp_path: Path) -> None:
-    env = {"BENCH_DATA_DIR": str(tmp_path / "data"), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
+def test_resnet3d_runs_through_bench_on_the_tiny_cohort(tmp_path: Path, synthetic_data: Path) -> None:
+    env = {"BENCH_DATA_DIR": str(synthetic_data), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
     start = time.perf_counter()
     result = run_cli(
-        "run", "--dataset", "synthetic_mm_tiny", "--extractor", "resnet3d:voxel_mm=8", "--model", "coxnet",
+        "run", "--dataset", "synthetic_mm_tiny", "--extractor", "resnet3d:voxel_mm=16", "--model", "coxnet",
         "--weights", "random", "--bootstrap", "50", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--quiet",
         env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "resnet3d[voxel_mm=8.0,random-init]" in result.stdout
+    assert "resnet3d[voxel_mm=16.0,random-init]" in result.stdout
     assert len(list((tmp_path / "cache" / "features").rglob("*.npz"))) == 24
     print(f"CLI run took {time.perf_counter() - start:.1f} s")
 

@@ -28,12 +28,15 @@ def cohort_dir(preset: str, seed: int = SEED) -> Path:
 
 def ensure_generated(preset: str, seed: int = SEED, progress: bool = True) -> Path:
     """The manifest of a synthetic cohort, generating it the first time."""
-    from bench.data.synthetic import generate
+    from bench.data.synthetic import PRESETS, generate
 
     folder = cohort_dir(preset, seed)
     manifest = folder / "manifest.yaml"
     if not manifest.exists():
-        generate(preset, seed, folder, progress=progress)
+        # Every core renders patients (the files are the same bytes whatever the number of workers); a small
+        # cohort is quicker in one process than the start-up of several.
+        workers = min(os.cpu_count() or 1, 8) if PRESETS[preset].n_patients >= 50 else 1
+        generate(preset, seed, folder, progress=progress, workers=workers)
     return manifest
 
 
