@@ -26,6 +26,11 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "prognosis-bench" / "cache"
 
 
+def tools_dir() -> Path:
+    """Where compiled code and other tool caches go (never data): ``~/.cache/prognosis-bench``."""
+    return Path.home() / ".cache" / "prognosis-bench"
+
+
 def masks_dir() -> Path:
     return cache_root() / "masks"
 

@@ -85,7 +85,7 @@ class ModelError(BenchError):
 
     @classmethod
     def of(cls, model: Any, action: str, reason: str) -> ModelError:
-        """The error of a model instance (its ``name`` and config dataclass), e.g. ``of(self, "failed to fit", ...)``."""
+        """The error of a model instance (its ``name`` and config), e.g. ``of(self, "failed to fit", ...)``."""
         return cls(reason, model=describe_model(model), action=action)
 
     def place(

@@ -74,3 +74,19 @@ def count_extractions(monkeypatch, extractor_cls: type) -> list[str]:
 
     monkeypatch.setattr(extractor_cls, "extract_patient", counting)
     return calls
+
+
+def subset_manifest(manifest: Path, n: int, folder: Path, name: str) -> Path:
+    """The first ``n`` studies of a manifest cohort, as a cohort of their own in ``folder`` (named ``name``)."""
+    import yaml
+
+    header = yaml.safe_load(manifest.read_text())
+    table = pd.read_csv(manifest.parent / header["table"], dtype=str, keep_default_na=False).head(n)
+    for column in [c for c in table.columns if c in ("pet", "ct") or c.startswith("mask_")]:
+        table[column] = [str(manifest.parent / v) if v else v for v in table[column]]
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "patients.csv", index=False)
+    header.update(name=name, table="patients.csv")
+    header.pop("truth", None)
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(header, sort_keys=False))
+    return folder / "manifest.yaml"

@@ -140,14 +140,18 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
 def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_data: Path) -> None:
     from bench.cache import FeatureCache
     from bench.data.datasets import load_cohort
-    from bench.testing import run_cli
+    from bench.testing import run_cli, subset_manifest
 
+    # Eight studies of the tiny cohort: the encoder is most of the cost, and the path is the same for 24.
+    cohort_path = subset_manifest(synthetic_data / "synthetic_mm-tiny-seed0" / "manifest.yaml", 8, tmp_path / "c", "t8")
     env = {
         "BENCH_DATA_DIR": str(synthetic_data),
         "BENCH_CACHE_DIR": str(tmp_path / "cache"),
+        "BENCH_SPLITS_DIR": str(tmp_path / "splits"),
     }
+    assert run_cli("splits", "make", "--dataset", str(cohort_path), "--folds", "2", env=env).returncode == 0
     result = run_cli(
-        "run", "--dataset", "synthetic_mm_tiny", "--extractor", "medsam2_memory:max_slices=2", "--model", "coxnet",
+        "run", "--dataset", str(cohort_path), "--extractor", "medsam2_memory:max_slices=2", "--model", "coxnet",
         "--weights", "random", "--bootstrap", "50", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--quiet",
         env=env,
     )  # fmt: skip
@@ -158,7 +162,7 @@ def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.Monkey
     for name, value in env.items():
         if name.startswith("BENCH_"):
             monkeypatch.setenv(name, value)
-    cohort = load_cohort("synthetic_mm_tiny")
+    cohort = load_cohort(str(cohort_path))
     extractor = MedSAM2MemoryExtractor(MedSAM2Config(weights="random", max_slices=2))
     with mock.patch.object(m2, "embed_study", side_effect=AssertionError("cache miss")):
         sequences = extractor.sequences(cohort)
@@ -183,7 +187,7 @@ def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.Monkey
     with mock.patch.object(m2, "embed_study", side_effect=AssertionError("cache miss")):
         outcome = run(
             RunRequest(
-                "synthetic_mm_tiny",
+                str(cohort_path),
                 rows=(("medsam2_memory:max_slices=2,pool=attention+clinical", ("deepsurv:max_epochs=30",)),),
                 weights="random",
                 bootstrap=20,

@@ -142,7 +142,7 @@ def test_resnet3d_runs_through_bench_on_the_tiny_cohort(tmp_path: Path, syntheti
     env = {"BENCH_DATA_DIR": str(synthetic_data), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
     start = time.perf_counter()
     result = run_cli(
-        "run", "--dataset", "synthetic_mm_tiny", "--extractor", "resnet3d:voxel_mm=16", "--model", "coxnet",
+        "run", "--dataset", "synthetic_mm_tiny", "--extractor", "resnet3d:voxel_mm=16", "--model", "coxnet:alpha=1",
         "--weights", "random", "--bootstrap", "50", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--quiet",
         env=env,
     )  # fmt: skip

@@ -171,3 +171,24 @@ def test_leaderboard_prints_one_line_and_the_page_on_request(veterans_run: dict,
     assert quiet.returncode == 0 and quiet.stdout.strip() == f"wrote {tmp_path / 'a.md'}"
     loud = run_cli("leaderboard", "--from", str(store / "results.json"), "--out", str(tmp_path / "b.md"), "--print")
     assert loud.returncode == 0 and loud.stdout == (tmp_path / "b.md").read_text()
+
+
+def test_a_new_sqlite_store_is_what_mlflow_itself_would_create(tmp_path: Path) -> None:
+    """New stores are copies of one migrated empty store: same schema version and default experiment."""
+    from mlflow.tracking import MlflowClient
+
+    from bench.report.tracking import client
+
+    ours, theirs = tmp_path / "ours" / "m.db", tmp_path / "theirs.db"
+    made = client(f"sqlite:///{ours}")
+    reference = MlflowClient(tracking_uri=f"sqlite:///{theirs}")
+    assert ours.is_file()
+    mine, default = made.get_experiment("0"), reference.get_experiment("0")
+    assert (mine.name, mine.artifact_location) == (default.name, default.artifact_location)
+    import sqlite3
+
+    versions = [sqlite3.connect(p).execute("select version_num from alembic_version").fetchall() for p in (ours, theirs)]
+    assert versions[0] == versions[1]
+    run = made.create_run(made.create_experiment("x"))
+    made.log_metric(run.info.run_id, "c_index", 0.7)
+    assert client(f"sqlite:///{ours}").get_run(run.info.run_id).data.metrics == {"c_index": 0.7}, "an existing store is kept"

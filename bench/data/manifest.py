@@ -116,7 +116,8 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
     for name in sorted({n for n in header_names if header_names.count(n) > 1}):
         problems.append(Problem(f"column {name!r} appears more than once in the header of {table_path.name}"))
     for number, width in widths:
-        problems.append(Problem(f"row {number} of {table_path.name} has {width} fields, the header {len(header_names)}"))
+        fields = f"has {width} fields, the header {len(header_names)}"
+        problems.append(Problem(f"row {number} of {table_path.name} {fields}"))
     policy = _policy(header, horizons, tau, path, problems)
     columns = _columns(header, table, problems, path)
     truth = None

@@ -39,7 +39,8 @@ def options_table(registry: Registry, distribution: str | None = None) -> str:
         hints = typing.get_type_hints(config)
         for f in fields:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            cells = [f"`{name}`", f"`{f.name}`", _default(default), _allowed(f, hints[f.name]), comments.get(f.name, "")]
+            allowed = _allowed(f, hints[f.name])
+            cells = [f"`{name}`", f"`{f.name}`", _default(default), allowed, comments.get(f.name, "")]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -10,10 +10,12 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.cache import tools_dir
 from bench.errors import BenchError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -33,8 +35,53 @@ def client(tracking_uri: str | None):
     from mlflow.tracking import MlflowClient
 
     _quiet_mlflow()  # after the import: mlflow sets up its own loggers when imported
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        _new_sqlite_store(Path(uri[len("sqlite:///") :]))
+    return MlflowClient(tracking_uri=uri)
 
-    return MlflowClient(tracking_uri=tracking_uri or DEFAULT_TRACKING_URI)
+
+def _new_sqlite_store(db: Path) -> None:
+    """Create a missing SQLite store as a copy of an empty, migrated one made once per MLflow version.
+
+    MLflow builds a new store by running every schema migration (seconds, each time). The copy is
+    the same database, appears atomically (a store that another process creates meanwhile wins, never
+    one half-migrated), and only the default experiment's artifact folder is set for this directory.
+    """
+    import sqlite3
+    import time
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if db.exists():
+        return
+    template = tools_dir() / "mlflow" / f"empty-store-{mlflow.__version__}.db"
+    try:
+        if not template.exists():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            building = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+            MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments()  # runs the migrations
+            os.replace(building, template)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        copy = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+        shutil.copyfile(template, copy)
+        with sqlite3.connect(copy) as connection:
+            now = int(time.time() * 1000)
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                "WHERE experiment_id = 0",
+                (str(Path("mlruns").resolve() / "0"), now, now),
+            )
+        try:
+            os.link(copy, db)  # fails if the store appeared meanwhile: that one is kept
+        except FileExistsError:
+            pass
+        finally:
+            copy.unlink(missing_ok=True)
+    except OSError:
+        return  # a read-only cache or folder: MLflow creates the store itself (or says why it cannot)
+
 
 
 def experiment_id(mlflow_client, dataset: str, create: bool) -> str | None:
