@@ -180,7 +180,8 @@ def _physical_box(mask: sitk.Image, stats: sitk.LabelShapeStatisticsImageFilter)
 
 def _check_geometry(config: ResNet3DConfig) -> None:
     if config.crop_mm and (len(config.crop_mm) != 3 or min(config.crop_mm) <= 0):
-        raise UsageError(f"resnet3d crop_mm must be three positive sizes in mm (x/y/z) or empty, got {config.crop_mm!r}")
+        sizes = config.crop_mm
+        raise UsageError(f"resnet3d crop_mm must be three positive sizes in mm (x/y/z) or empty, got {sizes!r}")
     if config.voxel_mm <= 0:
         raise UsageError(f"resnet3d voxel_mm must be positive, got {config.voxel_mm!r}")
 

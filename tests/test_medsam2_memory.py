@@ -188,7 +188,7 @@ def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.Monkey
         outcome = run(
             RunRequest(
                 str(cohort_path),
-                rows=(("medsam2_memory:max_slices=2,pool=attention+clinical", ("deepsurv:max_epochs=30",)),),
+                rows=(("medsam2_memory:max_slices=2,pool=attention+clinical", ("deepsurv:max_epochs=10",)),),
                 weights="random",
                 bootstrap=20,
                 tracking_uri=f"sqlite:///{tmp_path / 'm2.db'}",

@@ -133,11 +133,16 @@ def test_show_draws_only_the_images_the_study_has(ct_only: Path, tmp_path: Path)
     assert width < height * 1.5, "two CT panels, no empty PET panels (four panels would be twice as wide)"
 
 
-def test_a_pet_only_cohort_runs_end_to_end(pet_only: Path, tmp_path: Path) -> None:
-    env = {"BENCH_SPLITS_DIR": str(tmp_path / "splits"), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
-    assert run_cli("splits", "make", "--dataset", str(pet_only), "--folds", "2", env=env).returncode == 0
-    result = run_cli("run", "--dataset", str(pet_only), "--extractor", "radiomics:roi=tumour,feature_classes=firstorder",
-                     "--model", "coxnet:alpha=1", "--bootstrap", "10", "--tracking-uri",
-                     f"sqlite:///{tmp_path / 'm.db'}", "--quiet", env=env)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "radiomics[roi=tumour,feature_classes=firstorder]" in result.stdout
+def test_a_pet_only_cohort_runs_end_to_end(
+    pet_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from bench.cli import main
+
+    monkeypatch.setenv("BENCH_SPLITS_DIR", str(tmp_path / "splits"))
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["splits", "make", "--dataset", str(pet_only), "--folds", "2"]) == 0
+    code = main(["run", "--dataset", str(pet_only), "--extractor", "radiomics:roi=tumour,feature_classes=firstorder",
+                 "--model", "coxnet:alpha=1", "--bootstrap", "10", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                 "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "radiomics[roi=tumour,feature_classes=firstorder]" in capsys.readouterr().out
