@@ -33,7 +33,7 @@ GBSG2_BASELINE := --baseline clinical --baseline-model coxph
 gbsg2: install
 	$(BIN)/bench run --dataset gbsg2 --extractor clinical --model all --bootstrap 1000 --seed 0 $(GBSG2_BASELINE) \
 		--results leaderboards/gbsg2.json
-	$(BIN)/bench leaderboard --dataset gbsg2 $(GBSG2_BASELINE)
+	$(BIN)/bench leaderboard --dataset gbsg2
 
 test: install
 	$(BIN)/python -m pytest

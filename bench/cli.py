@@ -359,15 +359,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     results = load_results(path)
     if args.baseline is not None or args.baseline_model is not None:
         results = results.with_baseline(baseline_from_text(args.baseline or "clinical", args.baseline_model))
-    if args.results:
-        source = results.source if args.baseline is None and args.baseline_model is None else None
-        source = source or f"bench leaderboard --from {args.results}{results.baseline.flags()}"
-        out = args.out or args.results.with_suffix(".md")
-    else:
-        if results.protocol.dataset != (args.dataset or DEFAULT_DATASET):
-            raise UsageError(f"{path} holds results for dataset {results.protocol.dataset!r}, not {args.dataset!r}")
-        source = f"bench leaderboard --dataset {results.protocol.dataset}{results.baseline.flags()}"
-        out = args.out or page
+    if not args.results and results.protocol.dataset != (args.dataset or DEFAULT_DATASET):
+        raise UsageError(f"{path} holds results for dataset {results.protocol.dataset!r}, not {args.dataset!r}")
+    out = args.out or (args.results.with_suffix(".md") if args.results else page)
+    # The page quotes the command that made its results, so `--from RESULTS --check` verifies any page;
+    # a baseline changed here is a page of its own, quoted as this command.
+    source = results.source
+    if args.baseline is not None or args.baseline_model is not None:
+        source = f"bench leaderboard --from {path}{results.baseline.flags()}"
     text = render(results, source)
     if args.check:
         diff = stale_diff(text, out)
