@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.errors import BadInputError
+
 
 def cache_root() -> Path:
     """Where features and computed masks are cached: ``$BENCH_CACHE_DIR`` or ``~/.cache/prognosis-bench/cache``."""
@@ -49,31 +51,72 @@ class CacheSummary:
 
 
 def summary() -> CacheSummary:
-    """What ``bench cache info`` reports."""
-    count, size = FeatureCache.default().info()
-    masks = list(masks_dir().glob("*.nii.gz")) if masks_dir().exists() else []
-    return CacheSummary(cache_root(), count, size, len(masks), sum(f.stat().st_size for f in masks))
+    """What ``bench cache info`` reports; a cache folder that cannot be read is one error naming it."""
+    features = FeatureCache.default()
+    try:
+        for folder in (cache_root(), features.root, masks_dir()):
+            if folder.is_dir():
+                with os.scandir(folder):  # rglob and glob pass over a folder they cannot read: say so instead
+                    pass
+        count, size = features.info()
+        masks = list(masks_dir().glob("*.nii.gz")) if masks_dir().exists() else []
+        return CacheSummary(cache_root(), count, size, len(masks), sum(f.stat().st_size for f in masks))
+    except OSError as exc:
+        raise _cache_error("read", exc) from exc
 
 
 def clear() -> CacheSummary:
     """Empty the feature and mask caches; what was there before."""
     before = summary()
-    FeatureCache.default().clear()
-    if masks_dir().exists():
-        shutil.rmtree(masks_dir())
+    try:
+        FeatureCache.default().clear()
+        if masks_dir().exists():
+            shutil.rmtree(masks_dir())
+    except OSError as exc:
+        raise _cache_error("clear", exc) from exc
     return before
 
 
+def _cache_error(action: str, exc: OSError) -> BadInputError:
+    folder = str(exc.filename or cache_root())
+    if isinstance(exc, NotADirectoryError):
+        fix = "it is a file: move it away"
+    else:
+        fix = f"make it {'readable' if action == 'read' else 'writable'}"
+    return BadInputError(
+        f"cannot {action} the cache folder {folder!r} ({exc.strerror or type(exc).__name__}); {fix}, "
+        "or point $BENCH_CACHE_DIR at another folder"
+    )
+
+
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, or of every file (name and bytes) in a folder such as a DICOM series."""
-    digest = hashlib.sha256()
+    """sha256 of a file's bytes, or of every file (name and bytes) in a folder such as a DICOM series.
+
+    Read once per process: a file whose size, modification time and inode have not changed since is
+    not read again (cache keys and the cohort's content fingerprint both ask for every input file).
+    """
+    path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamp = tuple((str(f.resolve()), *_stat_stamp(f)) for f in files)
+    known = _DIGESTS.get(stamp)
+    if known is not None:
+        return known
+    digest = hashlib.sha256()
     for f in files:
         digest.update(f.name.encode())
         with f.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.hexdigest()
+    _DIGESTS[stamp] = digest.hexdigest()
+    return _DIGESTS[stamp]
+
+
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime, inode) of every file read -> digest, for this process
+
+
+def _stat_stamp(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()  # FileNotFoundError for a missing file, as reading it would raise
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def entry_key(name: str, version: str, options: dict, inputs: list[Path]) -> str:
@@ -122,9 +165,13 @@ class FeatureCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        with tmp.open("wb") as handle:
-            np.savez(handle, __checksum__=np.array(_checksum(arrays)), **arrays)
-        os.replace(tmp, path)
+        try:
+            with tmp.open("wb") as handle:
+                np.savez(handle, __checksum__=np.array(_checksum(arrays)), **arrays)
+            os.replace(tmp, path)
+        except BaseException:  # an error, Ctrl-C or SIGTERM (see bench.signals): no half-written file is left
+            tmp.unlink(missing_ok=True)
+            raise
 
     def info(self) -> tuple[int, int]:
         """Number of entries and their total size in bytes."""

@@ -72,15 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _tracking_arg(p)
 
-    p = sub.add_parser("leaderboard", help="render a markdown leaderboard page from a results file")
+    p = sub.add_parser(
+        "leaderboard", help="render a markdown leaderboard page from a results file or from an MLflow store"
+    )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--dataset", help="render leaderboards/<dataset>.md from leaderboards/<dataset>.json")
+    p.add_argument(
+        "--dataset",
+        help="render leaderboards/<dataset>.md from leaderboards/<dataset>.json, or (with --tracking-uri) from "
+        "the dataset's MLflow experiment",
+    )
     source.add_argument(
         "--from",
         dest="results",
         type=Path,
         metavar="RESULTS.json",
         help="render from this results file (written by `bench run --results` or `bench grid`)",
+    )
+    source.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="render from the latest finished run of every row in this MLflow store (e.g. sqlite:///mlflow.db); "
+        "also writes the page's results file beside it",
+    )
+    p.add_argument(
+        "--fingerprint",
+        metavar="PREFIX",
+        help="with --tracking-uri: only the runs of the cohort with this data fingerprint (when several share a name)",
     )
     p.add_argument("--out", type=Path, help="output file (default: leaderboards/<dataset>.md, or beside --from)")
     p.add_argument("--check", action="store_true", help="regenerate in memory; exit 1 with a diff if the file differs")
@@ -211,14 +228,20 @@ def _tracking_arg(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.signals import EXIT_CODE, Terminated, sigterm_as_interrupt
+
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: runs in progress end FAILED, temp files go
+            return COMMANDS[args.command](args)
     except BenchError as exc:
         if args.debug:
             raise
         print(f"bench: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("bench: terminated (SIGTERM); any run in progress is marked FAILED", file=sys.stderr)
+        return EXIT_CODE
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
@@ -232,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+
+
+def _check_outputs(*outputs: tuple[str, Path | None]) -> None:
+    """Every (flag, path) output of a command can be written: checked before any work starts."""
+    from bench.report.files import check_writable
+
+    for flag, path in outputs:
+        check_writable(path, flag)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -256,6 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.report.leaderboard import table_lines, warning_lines
     from bench.report.results import Results, save_results
 
+    _check_outputs(("--results", args.results), ("--output-json", args.output_json))
     request = RunRequest(
         dataset=args.dataset,
         extractors=tuple(args.extractor or ["clinical"]),
@@ -326,6 +358,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
     overrides = {"dataset": args.dataset, "bootstrap": args.bootstrap, "workers": args.workers}
     overrides.update({"weights": args.weights, "tracking_uri": args.tracking_uri})
     config = load_config(args.config, overrides)
+    board = args.leaderboard or (config.leaderboard if not args.dataset else None)
+    if board is not None and not args.plan:  # the default page's name needs the cohort: written where it always is
+        flag = "--leaderboard" if args.leaderboard else f"{args.config}: leaderboard"
+        _check_outputs((flag, board), (flag, board.with_suffix(".json")))
     if args.plan:
         for features, models in check_plan(config):
             print(f"{features}: {', '.join(models)}")
@@ -354,7 +390,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.report.leaderboard import leaderboard_path, render
     from bench.report.results import load_results
 
+    _check_outputs(("--out", None if args.check else args.out))  # --check writes nothing
+    if args.results is not None and args.dataset is not None:
+        raise UsageError("give --from RESULTS.json or --dataset NAME, not both")
+    if args.fingerprint and not args.tracking_uri:
+        raise UsageError("--fingerprint selects runs in an MLflow store: give --tracking-uri too")
     page = leaderboard_path(args.dataset or DEFAULT_DATASET)
+    if args.tracking_uri:
+        return _leaderboard_from_store(args, page)
     path = args.results or page.with_suffix(".json")
     results = load_results(path)
     if args.baseline is not None or args.baseline_model is not None:
@@ -382,6 +425,39 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leaderboard_from_store(args: argparse.Namespace, page: Path) -> int:
+    """``bench leaderboard --tracking-uri URI``: the latest finished run of every row of one cohort."""
+    from bench.plugins.specs import baseline_from_text
+    from bench.report.files import stale_diff, write_atomic
+    from bench.report.leaderboard import render
+    from bench.report.results import save_results
+    from bench.report.store import results_from_store
+
+    dataset = args.dataset or DEFAULT_DATASET
+    words = ["bench", "leaderboard", "--dataset", dataset, "--tracking-uri", args.tracking_uri]
+    words += ["--fingerprint", args.fingerprint] if args.fingerprint else []
+    words += ["--out", str(args.out)] if args.out else []
+    baseline = baseline_from_text(args.baseline or "clinical", args.baseline_model)
+    source = shlex.join(words) + baseline.flags()
+    results = results_from_store(args.tracking_uri, dataset, baseline, source, args.fingerprint)
+    out = args.out or page
+    text = render(results)
+    if args.check:
+        diff = stale_diff(text, out)
+        if diff is not None:
+            sys.stdout.write(diff)
+            print(f"bench: {out} is out of date; regenerate it with: {source}", file=sys.stderr)
+            return 1
+        return 0
+    save_results(out.with_suffix(".json"), results)
+    write_atomic(out, text)
+    if args.print:
+        print(text, end="")
+    print(f"wrote {out} and {out.with_suffix('.json')} ({len(results.rows)} rows)",
+          file=sys.stderr if args.print else sys.stdout)  # fmt: skip
+    return 0
+
+
 def cmd_splits(args: argparse.Namespace) -> int:
     from bench.protocol.splits import find_split, import_split, load_split, make_split, save_split
 
@@ -400,6 +476,10 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command in ("synth", "show"):  # an output that cannot be written stops before any work
+        from bench.report.files import check_writable
+
+        check_writable(args.out, "--out", folder=args.data_command == "synth")
     if args.data_command == "synth":
         from bench.data.synthetic import generate
 
@@ -446,6 +526,7 @@ def cmd_validate_statistics(args: argparse.Namespace) -> int:
     from bench.report.files import write_atomic
     from bench.stats.validity import StudyConfig, render_report, run_study
 
+    _check_outputs(("--out", args.out), ("--output-json", args.output_json))
     config = StudyConfig(
         simulations=args.simulations,
         power_simulations=args.power_simulations,

@@ -2,6 +2,11 @@
 
 The CLI prints the message as one line and exits with ``exit_code``; a traceback
 is shown only with ``--debug``. Messages quote the bad value and say what to do.
+
+Exit codes: 2 for anything the user can fix in the input or the command line (a name,
+an option, a manifest, an image, a split, a weights file, a plugin that cannot be
+imported); 1 for a run that failed although its input was good (a learner or an
+extraction crashed); 3 for a bug in bench itself (``bench.cli.main``).
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ from typing import Any
 class BenchError(Exception):
     """An expected failure with a message meant for the user."""
 
-    exit_code = 1
+    exit_code = 1  # a run that failed on good input; bad input or usage is 2
 
 
-class UsageError(BenchError):
-    """A bad name or option on the command line (argparse's exit code)."""
+class BadInputError(BenchError):
+    """Anything the user fixes in the input or the command line: exit code 2."""
 
     exit_code = 2
+
+
+class UsageError(BadInputError):
+    """A bad name or option on the command line (argparse's exit code)."""
 
 
 class UnknownNameError(UsageError):
@@ -32,29 +41,31 @@ class UnknownNameError(UsageError):
         super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {listed}")
 
 
-class PluginLoadError(BenchError):
+class PluginLoadError(BadInputError):
     """A plugin is registered but its module cannot be imported."""
 
 
-class SplitError(BenchError):
+class SplitError(BadInputError):
     """A split file is missing, tampered with, or made for another cohort."""
 
 
-class DataError(BenchError):
+class DataError(BadInputError):
     """A cohort or its inputs are unusable."""
 
 
 class InputError(DataError):
     """A user's input file or manifest entry is bad: the message names the patient and the file."""
 
-    exit_code = 2
-
 
 class ExtractionError(BenchError):
     """Feature extraction failed for some patients (the message lists them)."""
 
 
-class WeightsError(BenchError):
+class ExtractionInputError(InputError, ExtractionError):
+    """Extraction failed for some patients, every one because of bad input (a file, an option): exit 2, not 1."""
+
+
+class WeightsError(BadInputError):
     """Pretrained weights could not be found or loaded (the message names the file and where to get it)."""
 
 

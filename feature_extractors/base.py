@@ -24,7 +24,15 @@ from tqdm.auto import tqdm
 from bench.cache import FeatureCache, entry_key
 from bench.data.cohort import Cohort, ColumnSpec
 from bench.data.inputs import StudyInputs, study_inputs
-from bench.errors import DataError, ExtractionError, UsageError
+from bench.errors import (
+    BadInputError,
+    BenchError,
+    DataError,
+    ExtractionError,
+    ExtractionInputError,
+    UsageError,
+    WeightsError,
+)
 
 # Re-exported so plugins declare option constraints from here (see bench.plugins.options).
 from bench.plugins.options import AnyOf, ExistingFile, Increasing, Interval, Length, OneOf, option  # noqa: F401
@@ -117,26 +125,21 @@ class Extractor:
         if cache is None and self.cacheable:
             cache = FeatureCache.default()
         rows: dict[str, dict[str, float]] = {}
-        failures: list[str] = []
+        failures: list[tuple[str, BaseException]] = []
         bar = tqdm(total=len(records), desc=f"extract {self.name}", unit="patient", disable=not progress, leave=False)
         for record, outcome in self._run_patients(records, cache, workers):
             if isinstance(outcome, BaseException):  # reported below; the others keep their cached features
-                message = str(outcome).splitlines()[0] if str(outcome) else ""
-                failures.append(f"{record.sample_id} ({type(outcome).__name__}: {message})")
+                failures.append((record.sample_id, outcome))
             else:
                 rows[record.sample_id] = outcome
             bar.update()
         bar.close()
         if failures:
-            shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
-            raise ExtractionError(
-                f"extractor {self.name!r} failed for {len(failures)} of {len(records)} patients: {shown}"
-                + ("; the others are cached" if cache is not None else "")
-            )
+            raise extraction_failure(self.name, failures, len(records), cache is not None and bool(rows), cohort)
         names = list(next(iter(rows.values())))
         for sid, values in rows.items():
             if list(values) != names:
-                raise DataError(f"extractor {self.name!r} returned different feature names for sample {sid!r}")
+                raise ExtractionError(f"extractor {self.name!r} returned different feature names for sample {sid!r}")
         frame = pd.DataFrame(
             [list(rows[s].values()) for s in cohort.sample_ids], index=cohort.sample_ids, columns=names
         )
@@ -163,6 +166,13 @@ class Extractor:
         """
         return ""
 
+    def input_files(self, inputs: StudyInputs | None) -> list[Path]:
+        """The image and mask files this extractor reads of a study; their headers are checked before any work.
+
+        By default every file of the study for an extractor that reads images (``cacheable``), none otherwise.
+        """
+        return inputs.all_files() if inputs is not None and self.cacheable else []
+
     def produces_sequence(self) -> bool:
         """Whether blocks carry per-slice sequences that only a model with ``reads_sequences`` can use."""
         return False
@@ -184,6 +194,37 @@ class Extractor:
         values = self.extract_patient(record)
         cache.put(key, {"names": np.array(list(values), dtype=str), "values": np.array(list(values.values()), float)})
         return values
+
+
+def extraction_failure(
+    extractor: str, failures: list[tuple[str, BaseException]], total: int, cached: bool, cohort: Cohort
+) -> BenchError:
+    """The one error for the patients that failed: their ids and the first one's reason.
+
+    Exit 2 when every failure is bad input (a file, an option), 1 when something crashed; a bad
+    weights file is about the file, not the patients, and is raised as it is.
+    """
+    weights = next((exc for _, exc in failures if isinstance(exc, WeightsError)), None)
+    if weights is not None:
+        return weights
+    first, exc = failures[0]
+    ids = [sid for sid, _ in failures[1:10]] + ([f"{len(failures) - 10} more"] if len(failures) > 10 else [])
+    reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    reason = reason.removeprefix(f"patient {first!r}: ")
+    if not isinstance(exc, BenchError):  # a crash: its type is part of what happened
+        reason = f"{type(exc).__name__}: {reason}"
+    message = f"extractor {extractor!r} failed for {len(failures)} of {total} patients: {first} ({reason})"
+    message += f", {', '.join(ids)}" if ids else ""
+    message += "; the others are cached" if cached else ""
+    if all(isinstance(e, BadInputError) for _, e in failures):
+        check = f"; run `bench data check {cohort.manifest}` to list every bad file" if cohort.manifest else ""
+        return ExtractionInputError(message + check)
+    return ExtractionError(message)
+
+
+def image_files(inputs: StudyInputs | None, modality: str, roi: str) -> list[Path]:
+    """The images and masks read for features of ``modality`` inside ``roi`` (see ``StudyInputs.files_for``)."""
+    return inputs.files_for(modality, roi) if inputs is not None else []
 
 
 def image_needs(inputs: StudyInputs | None, modalities: tuple[str, ...], roi: str) -> str:

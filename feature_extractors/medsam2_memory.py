@@ -25,7 +25,7 @@ from bench.cache import FeatureCache, entry_key
 from bench.data.cohort import Cohort
 from bench.data.inputs import StudyInputs
 from bench.errors import UsageError
-from bench.plugins.weights import RANDOM, WeightsSource, resolve_weights
+from bench.plugins.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
 from feature_extractors.base import (
     Extractor,
     FeatureBlock,
@@ -33,6 +33,7 @@ from feature_extractors.base import (
     Interval,
     Length,
     PatientRecord,
+    image_files,
     image_needs,
     option,
     patient_records,
@@ -115,8 +116,12 @@ def build_model(weights: Path | None, seed: int = 0, device: str = "cpu", dtype:
             torch.manual_seed(seed)
             model = instantiate(cfg.model, _recursive_=True)
         if weights is not None:
-            state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
-            model.load_state_dict(state, strict=True)
+            try:
+                state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+                model.load_state_dict(state, strict=True)
+            except Exception as exc:  # no "model" entry, or its keys and shapes are another network's
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise WeightsError(f"medsam2_memory: {str(weights)!r} is not a MedSAM2 checkpoint ({first})") from exc
         _MODELS[key] = model.to(device).eval()
     return _MODELS[key]
 
@@ -410,6 +415,9 @@ class MedSAM2MemoryExtractor(Extractor):
 
     def missing_inputs(self, inputs: StudyInputs | None) -> str:
         return image_needs(inputs, (self.config.modality,), self.config.roi)
+
+    def input_files(self, inputs: StudyInputs | None) -> list[Path]:
+        return image_files(inputs, self.config.modality, self.config.roi)
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
         return roi_inputs(record, self.config.modality, self.config.roi)

@@ -24,6 +24,7 @@ from feature_extractors.base import (
     Length,
     OneOf,
     PatientRecord,
+    image_files,
     image_needs,
     option,
     roi_inputs,
@@ -99,6 +100,9 @@ class RadiomicsExtractor(Extractor):
     def missing_inputs(self, inputs: StudyInputs | None) -> str:
         modalities = ("pet", "ct") if self.config.modality == "both" else (self.config.modality,)
         return image_needs(inputs, modalities, self.config.roi)
+
+    def input_files(self, inputs: StudyInputs | None) -> list[Path]:
+        return image_files(inputs, "pet" if self.config.modality == "pet" else "ct", self.config.roi)
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
         # "both" encodes the CT too, so it depends on the CT file exactly as modality=ct does.

@@ -37,6 +37,7 @@ from feature_extractors.base import (
     Interval,
     Length,
     PatientRecord,
+    image_files,
     image_needs,
     option,
     roi_inputs,
@@ -220,6 +221,9 @@ class ResNet3DExtractor(Extractor):
 
     def missing_inputs(self, inputs: StudyInputs | None) -> str:
         return image_needs(inputs, (self.config.modality,), self.config.roi)
+
+    def input_files(self, inputs: StudyInputs | None) -> list[Path]:
+        return image_files(inputs, self.config.modality, self.config.roi)
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
         files = roi_inputs(record, self.config.modality, self.config.roi)

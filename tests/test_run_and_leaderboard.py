@@ -116,7 +116,7 @@ def test_leaderboard_of_a_dataset_reads_its_results_file_in_the_working_director
     assert rows[("clinical", "coxph")][6].strip() == "baseline"
     assert rows[("clinical", "coxnet")][6].strip() != "-", "compared with clinical x coxph, found by key"
     missing = run_cli("leaderboard", "--dataset", "gbsg2", cwd=tmp_path)
-    assert missing.returncode == 1 and "no results file" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and "no results file" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_a_baseline_missing_from_the_results_is_said_on_the_page(veterans_run: dict, store: Path, tmp_path: Path):

@@ -150,6 +150,6 @@ def test_cli_reports_tampering_in_one_line(splits_dir: Path) -> None:
         lambda body: body["assignments"][0].update({"veterans-00000": 4 - body["assignments"][0]["veterans-00000"]}),
     )
     result = run_cli("splits", "verify", "--dataset", "veterans")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a tampered split is bad input
     assert "modified after it was made" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -75,6 +75,7 @@ class Cohort:
     inputs: Mapping[str, StudyInputs] = field(default_factory=dict)  # sample id -> images, for imaging cohorts
     truth: pd.DataFrame | None = None  # synthetic cohorts: true risk per patient (tests, oracle row; never a feature)
     manifest: Path | None = None  # the manifest a user cohort was read from
+    _content: str | None = field(default=None, init=False, repr=False, compare=False)  # content_fingerprint()
 
     def __post_init__(self) -> None:
         self.time = np.asarray(self.time, dtype=float)
@@ -144,6 +145,29 @@ class Cohort:
             for p, s, t, e in zip(self.patient_ids, self.sample_ids, self.time.tolist(), self.event)
         )
         return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+    def content_fingerprint(self) -> str:
+        """sha256 over everything a result is computed from: outcomes, clinical values and their types, and
+        the bytes of every image and mask (not their paths: a moved cohort keeps its fingerprint).
+
+        Part of every run's identity, so two cohorts that differ in one mask never share a run name and
+        one leaderboard never mixes them. Each file is read once per process (``bench.cache.file_digest``).
+        """
+        if self._content is None:
+            from bench.cache import file_digest
+
+            digest = hashlib.sha256(self.fingerprint().encode())
+            digest.update(self.clinical.to_csv(lineterminator="\n").encode())
+            digest.update(repr(sorted((c, s.kind, s.categories) for c, s in self.columns.items())).encode())
+            for sid in sorted(self.inputs):
+                study = self.inputs[sid]
+                files = [(m, getattr(study, m)) for m in study.modalities]
+                files += [(f"mask_{roi}", study.masks[roi]) for roi in sorted(study.masks)]
+                digest.update(f"\n{sid}\t{study.pet_units}".encode())
+                for role, path in files:
+                    digest.update(f"\t{role}:{file_digest(path)}".encode())
+            self._content = digest.hexdigest()
+        return self._content
 
 
 def structured_y(event: np.ndarray, time: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ list them all in one pass; loading a cohort for a run stops at the first.
 
 from __future__ import annotations
 
+import difflib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +30,11 @@ RESERVED = ("patient_id", "sample_id", "pet", "ct", "time", "event")
 REQUIRED = ("patient_id", "time", "event")
 IMAGES = ("pet", "ct")  # each optional: a study has PET, CT or both (a table with neither is clinical-only)
 MASK_PREFIX = "mask_"
+# Every key a YAML manifest may have (labels and synthetic: written by bench.data.synthetic, read by nothing here).
+MANIFEST_KEYS = ("format", "name", "description", "table", "time_unit", "horizons", "tau", "pet_units", "columns",
+                 "truth", "labels", "synthetic")  # fmt: skip
+FORMATS = (1,)
+COLUMN_KEYS = ("kind", "categories")
 
 
 @dataclass
@@ -118,6 +124,7 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
     for number, width in widths:
         fields = f"has {width} fields, the header {len(header_names)}"
         problems.append(Problem(f"row {number} of {table_path.name} {fields}"))
+    problems += _header_problems(header, path)
     policy = _policy(header, horizons, tau, path, problems)
     columns = _columns(header, table, problems, path)
     truth = None
@@ -147,7 +154,7 @@ def check_images(manifest: Manifest, progress: bool = True) -> list[Problem]:
     """Read every image and mask of the manifest; the problems found, one per bad file."""
     from tqdm.auto import tqdm
 
-    from bench.data.imaging.io import check_overlap, read_ct, read_mask, read_pet
+    from bench.data.imaging.io import PET_UNITS, check_overlap, mask_on, read_ct, read_mask, read_pet
 
     problems: list[Problem] = []
     if "patient_id" not in manifest.table.columns or not manifest.image_columns:
@@ -160,6 +167,8 @@ def check_images(manifest: Manifest, progress: bool = True) -> list[Problem]:
                 continue
             if not manifest.resolve(row[what]).exists():
                 continue  # already reported by the table check
+            if what == "pet" and manifest.pet_units not in PET_UNITS:
+                continue  # reported with the manifest's keys
             try:
                 kwargs = {"units": manifest.pet_units} if what == "pet" else {}
                 images[what] = reader(manifest.resolve(row[what]), patient=pid, **kwargs)
@@ -175,6 +184,16 @@ def check_images(manifest: Manifest, progress: bool = True) -> list[Problem]:
             try:
                 pet_file, ct_file = str(manifest.resolve(row["pet"])), str(manifest.resolve(row["ct"]))
                 check_overlap(images["pet"], images["ct"], f"PET {pet_file!r}", f"CT {ct_file!r}", patient=pid)
+            except InputError as exc:
+                problems.append(Problem(_without_patient(str(exc), pid), pid))
+        grid = "pet" if _given(row.get("pet")) else "ct"  # the grid a run brings every mask onto
+        for col in [c for c in manifest.mask_columns if c in images and grid in images]:
+            what, on = (
+                f"{_label(col)} {str(manifest.resolve(row[col]))!r}",
+                f"{grid.upper()} {str(manifest.resolve(row[grid]))!r}",
+            )
+            try:
+                mask_on(images[col], images[grid], what, on, pid, col)
             except InputError as exc:
                 problems.append(Problem(_without_patient(str(exc), pid), pid))
     return problems
@@ -224,6 +243,27 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
     )
 
 
+def _header_problems(header: dict, path: Path) -> list[Problem]:
+    """Unknown keys (a typo is never ignored), an unknown format, PET units that cannot be read."""
+    from bench.data.imaging.io import PET_UNITS
+
+    problems = [
+        Problem(f"{path.name}: {_unknown_key(key, MANIFEST_KEYS)}") for key in header if key not in MANIFEST_KEYS
+    ]
+    if "format" in header and header["format"] not in FORMATS:
+        problems.append(Problem(f"{path.name}: format {header['format']!r} is unknown; this bench reads format 1"))
+    units = str(header.get("pet_units", "suv")).lower()
+    if units not in PET_UNITS:
+        problems.append(Problem(f"{path.name}: pet_units {header['pet_units']!r} is unknown; use suv or bqml"))
+    return problems
+
+
+def _unknown_key(key, valid: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}; valid keys: {', '.join(valid)}"
+
+
 def _policy(header: dict, horizons, tau, path: Path, problems: list[Problem]) -> EvaluationPolicy | None:
     horizons = horizons or header.get("horizons")
     tau = tau if tau is not None else header.get("tau")
@@ -265,6 +305,10 @@ def _columns(header: dict, table: pd.DataFrame, problems: list[Problem], path: P
             spec = {"kind": spec}
         if not isinstance(spec, dict):
             problems.append(Problem(f"{path.name}: column {col!r} is declared as {spec!r}; give its kind ({example})"))
+            continue
+        unknown = [key for key in spec if key not in COLUMN_KEYS]
+        if unknown:
+            problems.append(Problem(f"{path.name}: column {col!r} has {_unknown_key(unknown[0], COLUMN_KEYS)}"))
             continue
         kind = spec.get("kind")
         if kind not in ("numeric", "categorical", "ordinal"):
@@ -366,6 +410,9 @@ def _check_table(m: Manifest) -> None:
             problems.append(Problem(f"column {col!r} is missing from the table {m.table_file.name}"))
     if "patient_id" not in table.columns:
         return
+    if table.empty:
+        problems.append(Problem(f"no studies in {m.table_file.name}: it has a header only; add one row per study"))
+        return
     ids = table["sample_id"] if "sample_id" in table.columns else table["patient_id"]
     for dup in sorted(set(ids[ids.duplicated()].astype(str))):
         what = "sample id" if "sample_id" in table.columns else "patient id"
@@ -432,4 +479,4 @@ def _number(value) -> float | None:
 
 def _without_patient(message: str, patient: str) -> str:
     prefix = f"patient {patient!r}: "
-    return message[len(prefix) :] if message.startswith(prefix) else message
+    return message.removeprefix(prefix)

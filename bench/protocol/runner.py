@@ -17,14 +17,14 @@ from tqdm.auto import tqdm
 
 from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
-from bench.errors import BenchError, ModelError, RowsFailedError, UsageError
+from bench.errors import BenchError, InputError, ModelError, RowsFailedError, UsageError
 from bench.plugins.labels import RowKey
 from bench.plugins.registry import EXTRACTORS
 from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
 from bench.protocol.evaluation import Evaluation, evaluate
 from bench.protocol.splits import Split, load_split
 from bench.protocol.tuning import TuningSpec, tune_fold
-from bench.report.tracking import Tracker, dumps
+from bench.report.tracking import FINGERPRINT_TAG, Tracker, dumps, open_store
 from feature_extractors.base import FeatureBlock, patient_records
 from survival_models.base import SurvivalModel
 
@@ -121,12 +121,18 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     if request.workers < 1:
         raise UsageError(f"--workers must be 1 or more, got {request.workers}")
     plan = resolve_plan(request)  # options first: loading (or generating) a cohort can take a while
+    store = open_store(request.tracking_uri)  # and the store: a bad URI fails now, not after extraction
     cohort = load_cohort(request.dataset, request.horizons, request.tau)
     split = load_split(cohort, request.split or cohort.default_split)
     unusable = input_problems(plan, cohort)
     if unusable:
         more = f" (and {len(unusable) - 1} more)" if len(unusable) > 1 else ""
         raise UsageError(unusable[0] + more)
+    bad_files = file_problems(plan, cohort)
+    if bad_files:
+        check = f"; run `bench data check {cohort.manifest}` to list them all" if cohort.manifest else ""
+        more = f" ({len(bad_files) - 1} more{check})" if len(bad_files) > 1 else ""
+        raise InputError(bad_files[0] + more)
     tuning = (
         TuningSpec(request.tune, request.tune_inner_folds, request.optuna_storage, f"{cohort.name}-{split.name}")
         if request.tune
@@ -134,7 +140,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     )
 
     tracker = Tracker(
-        request.tracking_uri,
+        store,
         cohort.name,
         {
             "dataset": cohort.name,
@@ -144,6 +150,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
             "bootstrap": request.bootstrap,
             "seed": request.seed,
             "tune": request.tune,
+            "data_fingerprint": cohort.content_fingerprint(),
         },
     )
     outcome = RunOutcome(cohort, split, request, tracker.parent_run_id)
@@ -164,7 +171,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
             row_blocks = [blocks[p.digest()] for p in features.parts]
             for model in models:
                 bar.set_postfix_str(f"{features.label} x {model.label}")
-                name = _run_name(features, model, split, request)
+                name = _run_name(features, model, cohort, split, request)
                 started = bar.n
                 try:
                     evaluation = evaluate(
@@ -180,7 +187,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
                 except ModelError as exc:  # this row is lost; the others still run and are recorded
                     exc.place(row=str(row_key(features, model, request.tune)))
                     params = _params(features, model, cohort, split, request)
-                    tracker.log_failure(name, params, _tags(features, model, request), str(exc))
+                    tracker.log_failure(name, params, _tags(features, model, cohort, request), str(exc))
                     outcome.failures.append(exc)
                     bar.update(started + n_folds - bar.n)  # the folds it will not run
                     continue
@@ -221,7 +228,41 @@ def resolve_plan(request: RunRequest) -> list[tuple[Features, list[PluginSpec]]]
                 raise UsageError(f"row {key} is given twice")
             seen.add(key)
         plan.append((features, models))
+    _check_weights(plan, request.weights)
     return plan
+
+
+def _check_weights(plan: list[tuple[Features, list[PluginSpec]]], weights: str | None) -> None:
+    """``--weights`` reaches some extractor, and every weights file given loads as a checkpoint (once, up front)."""
+    from pathlib import Path
+
+    from bench.plugins.weights import RANDOM, check_checkpoint
+
+    parts = list({p.digest(): p for features, _ in plan for p in features.parts}.values())
+    takers = [p for p in parts if "weights" in {f.name for f in dataclasses.fields(p.config)}]
+    if weights is not None and not takers:
+        names = ", ".join(repr(p.label) for p in parts)
+        who = f"extractor {names} has no weights" if len(parts) == 1 else f"none of the extractors {names} has weights"
+        raise UsageError(f"{who}; drop --weights")
+    for part in takers:
+        if part.config.weights and part.config.weights != RANDOM:
+            check_checkpoint(Path(part.config.weights).expanduser(), part.name)
+
+
+def file_problems(plan: list[tuple[Features, list[PluginSpec]]], cohort: Cohort) -> list[str]:
+    """What the headers of the images and masks that the plan's extractors read show to be wrong, one line each.
+
+    Checked before any work (no voxel is read): an unreadable file, a CT or mask that does not overlap its grid.
+    """
+    from bench.data.imaging.study import header_problems
+
+    extractors = [p.cls(p.config) for p in {p.digest(): p for features, _ in plan for p in features.parts}.values()]
+    problems: list[str] = []
+    for record in patient_records(cohort):
+        files = {f for extractor in extractors for f in extractor.input_files(record.inputs)}
+        if files:
+            problems += header_problems(record.inputs, record.sample_id, files)
+    return problems
 
 
 def input_problems(plan: list[tuple[Features, list[PluginSpec]]], cohort: Cohort) -> list[str]:
@@ -285,9 +326,14 @@ def _extract(extractor: PluginSpec, cohort: Cohort, progress: bool, workers: int
     return block
 
 
-def _run_name(features: Features, model: PluginSpec, split: Split, request: RunRequest) -> str:
-    """Deterministic: the same configuration on the same split and seed gets the same name."""
+def _run_name(features: Features, model: PluginSpec, cohort: Cohort, split: Split, request: RunRequest) -> str:
+    """Deterministic: the same configuration on the same data, split and seed gets the same name.
+
+    The data is the cohort's content fingerprint (images and masks included), so two cohorts that
+    differ in one mask never share a name, whatever the dataset is called.
+    """
     parts: list = [features.digest(), model.digest(), split.sha256, request.seed, request.bootstrap]
+    parts.append(cohort.content_fingerprint())
     if request.tune:  # kept out of untuned names, so those stay what they were
         parts.append([request.tune, request.tune_inner_folds])
     body = json.dumps(parts, sort_keys=True)
@@ -301,6 +347,8 @@ def _params(features: Features, model: PluginSpec, cohort: Cohort, split: Split,
         "n": cohort.n,
         "events": cohort.n_events,
         "cohort_fingerprint": cohort.fingerprint(),
+        "data_fingerprint": cohort.content_fingerprint(),
+        "description": cohort.description,
         "split": split.name,
         "split_sha256": split.sha256,
         "split_scheme": json.dumps(split.scheme, sort_keys=True),
@@ -315,9 +363,10 @@ def _params(features: Features, model: PluginSpec, cohort: Cohort, split: Split,
     return params
 
 
-def _tags(features: Features, model: PluginSpec, request: RunRequest) -> dict[str, str]:
+def _tags(features: Features, model: PluginSpec, cohort: Cohort, request: RunRequest) -> dict[str, str]:
     key = row_key(features, model, request.tune)
-    return {"bench.extractor": key.features_label, "bench.model": key.model_label}
+    return {"bench.extractor": key.features_label, "bench.model": key.model_label,
+            FINGERPRINT_TAG: cohort.content_fingerprint()}  # fmt: skip
 
 
 def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: Split, request: RunRequest) -> str:
@@ -326,7 +375,7 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
     for fold_key, chosen in evaluation.tuned.items():
         params.update({f"tuned.{fold_key}.{k}": json.dumps(v) for k, v in chosen.items()})
     tags = {
-        **_tags(result.extractor, result.model, request),
+        **_tags(result.extractor, result.model, cohort, request),
         **{f"bench.reason.{m}": s.reason[:5000] for m, s in evaluation.metrics.items() if s.reason},
     }
     if evaluation.warnings:

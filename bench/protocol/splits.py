@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,9 +120,12 @@ def make_split(
 
     patients, events = _patient_table(cohort)
     assignments: list[dict[str, int]] = []
+    if repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {repeats}")
     if holdout is not None:
         if not 0 < holdout < 1:
             raise UsageError(f"--holdout must be a fraction between 0 and 1, got {holdout}")
+        _check_holdout_size(cohort.name, events, holdout)
         scheme = {"type": "holdout", "test_fraction": holdout, "repeats": repeats, "seed": seed, "stratify": "event"}
         for r in range(repeats):
             _, test = train_test_split(
@@ -134,8 +138,12 @@ def make_split(
         if folds < 2:
             raise UsageError(f"--folds must be at least 2, got {folds}")
         if min(events.sum(), (~events).sum()) < folds:
+            most = int(min(events.sum(), (~events).sum()))
+            instead = f"use --folds {most} or fewer" if most >= 2 else "add patients"
             raise UsageError(
-                f"cannot stratify {len(patients)} patients with {int(events.sum())} events into {folds} folds"
+                f"cannot make {folds} folds of dataset {cohort.name!r} stratified by event: {_counts(events)}, "
+                f"and every fold needs at least one event and one censored patient; {instead}, or freeze a split "
+                "made elsewhere with `bench splits import`"
             )
         scheme = {"type": "kfold", "folds": folds, "repeats": repeats, "seed": seed, "stratify": "event"}
         for r in range(repeats):
@@ -180,6 +188,7 @@ def import_split(cohort: Cohort, csv_path: str | Path, name: str) -> Split:
         scheme = {"type": "imported", "kind": "kfold", "folds": len(levels), "source": path.name}
     assignment = dict(zip(table["patient_id"].str.strip(), (int(v) for v in values)))
     _check_coverage(cohort, assignment, f"{path}")
+    _check_training_events(cohort, assignment, str(path))
     return _sealed(cohort.name, name, scheme, cohort.fingerprint(), [assignment])
 
 
@@ -271,6 +280,36 @@ def _check_coverage(cohort: Cohort, assignment: dict[str, int], where: str) -> N
         raise SplitError(f"{where}: {len(missing)} patient(s) of {cohort.name!r} have no fold, e.g. {missing[:3]}")
     if extra:
         raise SplitError(f"{where}: {len(extra)} patient(s) are not in {cohort.name!r}, e.g. {extra[:3]}")
+
+
+def _counts(events: np.ndarray) -> str:
+    return f"{len(events)} patients, {int(events.sum())} with an event and {int((~events).sum())} censored"
+
+
+def _check_holdout_size(dataset: str, events: np.ndarray, holdout: float) -> None:
+    """A stratified holdout needs two patients of each outcome, and two in each part (sklearn's rule, said here)."""
+    n_test = math.ceil(holdout * len(events))
+    n_train = len(events) - n_test
+    if min(events.sum(), (~events).sum()) >= 2 and min(n_test, n_train) >= 2:
+        return
+    raise UsageError(
+        f"cannot hold out {holdout:g} of dataset {dataset!r} stratified by event: {_counts(events)} "
+        f"({n_test} to test, {n_train} to train); it needs at least 2 events, 2 censored patients and 2 patients "
+        "in each part; add patients, change --holdout, or freeze a split made elsewhere with `bench splits import`"
+    )
+
+
+def _check_training_events(cohort: Cohort, assignment: dict[str, int], where: str) -> None:
+    """Every fold of an imported split leaves an event to train on (a model cannot be fitted without one)."""
+    patients, events = _patient_table(cohort)
+    folds = np.array([assignment[p] for p in patients])
+    for k in sorted(set(folds.tolist()) - {TRAIN_ONLY}):
+        train = folds != k
+        if not events[train].any():
+            raise SplitError(
+                f"{where}: the training part of fold {k} ({int(train.sum())} patients of {cohort.name!r}) has no "
+                "event, so no model can be fitted on it; move patients with an event into it"
+            )
 
 
 def _patient_table(cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:

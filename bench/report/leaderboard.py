@@ -50,6 +50,8 @@ def render(results: Results, source: str | None = None) -> str:
         "|---|---|",
         f"| dataset | {protocol.dataset}: {protocol.description or 'user cohort'} |",
         f"| patients | n = {protocol.n}, events = {protocol.n_events} |",
+        *([f"| data | content fingerprint `{protocol.fingerprint[:16]}` (outcomes, clinical values, every image "
+           "and mask) |"] if protocol.fingerprint else []),  # fmt: skip
         f"| split | `{protocol.split_name}`: {_describe_scheme(protocol.split_scheme)}; "
         f"sha256 `{protocol.split_sha256[:16]}` |",
         f"| horizons | {horizons} {unit} (cumulative/dynamic AUC) |",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bench.data.cohort import EvaluationPolicy
-from bench.errors import BenchError
+from bench.errors import InputError
 from bench.plugins.labels import Baseline, RowKey
 from bench.report.files import write_atomic
 
@@ -45,12 +45,13 @@ class Protocol:
     split_name: str
     split_scheme: dict
     split_sha256: str
+    fingerprint: str = ""  # the cohort's content fingerprint (``Cohort.content_fingerprint``); "" in older files
 
     @classmethod
     def of(cls, cohort: Cohort, split: Split) -> Protocol:
         return cls(
             cohort.name, cohort.description, int(cohort.n), int(cohort.n_events), cohort.policy,
-            split.name, split.scheme, split.sha256,
+            split.name, split.scheme, split.sha256, cohort.content_fingerprint(),
         )  # fmt: skip
 
 
@@ -123,6 +124,7 @@ class Results:
                     "ibs_points": p.policy.ibs_points,
                 },
                 "split": {"name": p.split_name, "scheme": p.split_scheme, "sha256": p.split_sha256},
+                **({"fingerprint": p.fingerprint} if p.fingerprint else {}),
             },
             "baseline": self.baseline.as_json(),
             "rows": [_row_json(r) for r in sorted(self.rows, key=lambda r: r.key.sort_key())],
@@ -137,7 +139,7 @@ class Results:
         )
         protocol = Protocol(
             p["dataset"], p["description"], p["n"], p["events"], policy,
-            p["split"]["name"], p["split"]["scheme"], p["split"]["sha256"],
+            p["split"]["name"], p["split"]["scheme"], p["split"]["sha256"], str(p.get("fingerprint", "")),
         )  # fmt: skip
         rows = [_row_from_json(r) for r in body["rows"]]
         return cls(protocol, rows, Baseline.from_json(body["baseline"]), body["source"])
@@ -152,18 +154,18 @@ def load_results(path: Path) -> Results:
     try:
         body = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise BenchError(
+        raise InputError(
             f"no results file {path}; write one with `bench run ... --results {path}` or `bench grid --config ...`"
         ) from None
     except (IsADirectoryError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"{path} is not a results file ({exc}); regenerate it with bench run or bench grid") from None
+        raise InputError(f"{path} is not a results file ({exc}); regenerate it with bench run or bench grid") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         found = body.get("format") if isinstance(body, dict) else None
-        raise BenchError(f"{path} has format {found!r}, expected {FORMAT!r}; regenerate it")
+        raise InputError(f"{path} has format {found!r}, expected {FORMAT!r}; regenerate it")
     try:
         return Results.from_json(body)
     except (KeyError, TypeError, ValueError) as exc:
-        raise BenchError(f"{path} is not a complete results file (bad or missing {exc}); regenerate it") from None
+        raise InputError(f"{path} is not a complete results file (bad or missing {exc}); regenerate it") from None
 
 
 def _row_json(row: Row) -> dict:

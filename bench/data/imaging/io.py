@@ -1,4 +1,6 @@
-"""Read PET (as SUV), CT and ROI masks from NIfTI or a DICOM series folder; put images on one grid.
+"""Read PET (as SUV), CT and ROI masks from NIfTI or a DICOM series folder, or only their headers.
+
+Putting images on one grid lives in ``bench.data.imaging.grid`` (re-exported here).
 
 Every bad input becomes an ``InputError`` with a one-line message that names the
 file, the patient when the caller passes one, and what to do. SimpleITK does the
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import itertools
 import math
 import os
 import struct
@@ -24,12 +25,16 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
+from bench.data.imaging.grid import Header, check_overlap, dicom_header, grid_header, mask_on, resample_to
 from bench.errors import InputError
+
+__all__ = ["Header", "check_overlap", "mask_on", "read_ct", "read_header", "read_mask", "read_pet", "resample_to"]
 
 PathLike = str | os.PathLike[str]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PET_UNITS = ("suv", "bqml")
+MASK_NOT_A_FOLDER = "a mask must be one NIfTI file (.nii/.nii.gz), not a folder"
 
 
 # ---------------------------------------------------------------- public readers
@@ -46,11 +51,7 @@ def read_pet(path: PathLike, patient: str | None = None, units: str = "suv") -> 
         raise ValueError(f"units must be one of {', '.join(PET_UNITS)}, not {units!r}")
     source = Path(path)
     if _is_nifti(source) and units == "bqml":
-        raise _error(
-            patient,
-            f"PET file '{path}' is NIfTI, which carries no dose, weight or time tags to convert Bq/ml to SUV; "
-            "convert it to SUV (body weight) first, or point the manifest's pet column at the DICOM series",
-        )
+        raise _nifti_bqml_error(path, patient)
     if not source.is_dir():
         return _read_nifti(source, "PET", patient, "pet", sitk.sitkFloat32)
     files = _series_files(source, patient, "PET", "pet")
@@ -78,7 +79,7 @@ def read_mask(path: PathLike, patient: str | None = None, roi: str = "mask") -> 
     source = Path(path)
     what, column = f"{roi} mask", f"mask_{roi}"  # messages name the column as the manifest spells it
     if source.is_dir():
-        raise _cannot_read(what, path, patient, "a mask must be one NIfTI file (.nii/.nii.gz), not a folder", column)
+        raise _cannot_read(what, path, patient, MASK_NOT_A_FOLDER, column)
     image = _read_nifti(source, what, patient, column, None)
     mask = sitk.Cast(sitk.NotEqual(image, 0), sitk.sitkUInt8)
     inside = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
@@ -94,50 +95,50 @@ def read_mask(path: PathLike, patient: str | None = None, roi: str = "mask") -> 
     return mask
 
 
+def read_header(
+    path: PathLike, kind: Literal["pet", "ct", "mask"], patient: str | None = None, roi: str = "mask",
+    units: str = "suv",
+) -> Header | None:  # fmt: skip
+    """The checks of ``read_pet``, ``read_ct`` or ``read_mask`` that need no voxel data, and the file's extent.
+
+    Cheap, for checking every input before any work: a NIfTI file's header and its length (a
+    .nii.gz is decompressed only when its gzip trailer disagrees with the header); a DICOM
+    series' file list and the tags of its first and last files. Raises ``InputError`` as the
+    readers do. None when a DICOM series lacks the tags that place it in space.
+    """
+    source = Path(path)
+    what, column = {"pet": ("PET", "pet"), "ct": ("CT", "ct")}.get(kind, (f"{roi} mask", f"mask_{roi}"))
+    if kind == "pet" and _is_nifti(source) and units == "bqml":
+        raise _nifti_bqml_error(path, patient)
+    if kind == "mask" and source.is_dir():
+        raise _cannot_read(what, path, patient, MASK_NOT_A_FOLDER, column)
+    if source.is_dir():
+        files = _series_files(source, patient, what, column)
+        first = _dicom_tags(files[0], source, patient, what, column)
+        _require_modality(first, "PT" if kind == "pet" else "CT", source, patient, what, column)
+        if kind == "pet":
+            _suv_factor(first, source, patient)
+        last = _dicom_tags(files[-1], source, patient, what, column) if len(files) > 1 else first
+        return dicom_header(first, last, len(files))
+    _check_nifti_file(source, what, patient, column, quick=True)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(source))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise _cannot_read(what, source, patient, _short_reason(exc), column) from exc
+    size, dimension = tuple(reader.GetSize()), reader.GetDimension()
+    if dimension == 4 and size[3] == 1:
+        size, dimension = size[:3], 3
+    _check_volume(size, dimension, reader.GetNumberOfComponents(), what, source, patient, column)
+    direction = np.array(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:3, :3]
+    origin, spacing = np.array(reader.GetOrigin()[:3]), np.array(reader.GetSpacing()[:3])
+    return grid_header(size, origin, direction * spacing)
+
+
 def dicom_series_files(folder: PathLike, patient: str | None = None) -> list[str]:
     """The files of the single DICOM series in ``folder``, sorted along the slice normal."""
     return _series_files(Path(folder), patient, "DICOM", None)
-
-
-# ---------------------------------------------------------------- grids
-
-
-def resample_to(
-    image: sitk.Image,
-    reference: sitk.Image,
-    interpolation: Literal["linear", "nearest"] = "linear",
-    default: float = 0.0,
-) -> sitk.Image:
-    """``image`` on ``reference``'s grid, matched through physical space (identity transform).
-
-    Linear for images (float output), nearest neighbour for masks (pixel type kept);
-    voxels outside ``image`` get ``default``.
-    """
-    if interpolation == "linear":
-        interpolator = sitk.sitkLinear
-        pixel_type = image.GetPixelID() if image.GetPixelID() == sitk.sitkFloat64 else sitk.sitkFloat32
-    elif interpolation == "nearest":
-        interpolator = sitk.sitkNearestNeighbor
-        pixel_type = image.GetPixelID()
-    else:
-        raise ValueError(f"interpolation must be 'linear' or 'nearest', not {interpolation!r}")
-    return sitk.Resample(image, reference, sitk.Transform(), interpolator, default, pixel_type)
-
-
-def check_overlap(a: sitk.Image, b: sitk.Image, what_a: str, what_b: str, patient: str | None = None) -> None:
-    """Raise ``InputError`` when the physical bounding boxes of ``a`` and ``b`` do not intersect.
-
-    ``what_a`` and ``what_b`` name the images in the message, e.g. ``"PET 'scans/P001_pet.nii.gz'"``.
-    """
-    low_a, high_a = _bounding_box(a)
-    low_b, high_b = _bounding_box(b)
-    if np.all(np.maximum(low_a, low_b) < np.minimum(high_a, high_b)):
-        return
-    raise _error(
-        patient,
-        f"{what_a} and {what_b} do not overlap in space ({what_a} spans {_span(low_a, high_a)} mm, "
-        f"{what_b} spans {_span(low_b, high_b)} mm); check that both files belong to the same patient and scan",
-    )
 
 
 # ---------------------------------------------------------------- errors
@@ -146,6 +147,14 @@ def check_overlap(a: sitk.Image, b: sitk.Image, what_a: str, what_b: str, patien
 def _error(patient: str | None, message: str) -> InputError:
     where = f"patient {patient!r}: " if patient is not None else ""
     return InputError(" ".join(f"{where}{message}".split()))
+
+
+def _nifti_bqml_error(path: PathLike, patient: str | None) -> InputError:
+    return _error(
+        patient,
+        f"PET file '{path}' is NIfTI, which carries no dose, weight or time tags to convert Bq/ml to SUV; "
+        "convert it to SUV (body weight) first, or point the manifest's pet column at the DICOM series",
+    )
 
 
 def _cannot_read(what: str, path: PathLike, patient: str | None, reason: str, column: str | None) -> InputError:
@@ -171,44 +180,53 @@ def _is_nifti(path: Path) -> bool:
 
 
 def _read_nifti(path: Path, what: str, patient: str | None, column: str, pixel_type: int | None) -> sitk.Image:
-    if not path.exists():
-        raise _cannot_read(what, path, patient, "the file does not exist", column)
-    if not _is_nifti(path):
-        raise _cannot_read(
-            what, path, patient, "expected a NIfTI file (.nii or .nii.gz) or a folder holding one DICOM series", column
-        )
-    problem = _nifti_problem(path)
-    if problem:
-        raise _cannot_read(what, path, patient, problem, column)
+    _check_nifti_file(path, what, patient, column)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise _cannot_read(what, path, patient, _short_reason(exc), column) from exc
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        shape = "x".join(map(str, image.GetSize()))
-        raise _cannot_read(
-            what,
-            path,
-            patient,
-            f"expected one 3-D scalar volume, found a {shape} image "
-            f"with {image.GetNumberOfComponentsPerPixel()} value(s) per voxel",
-            column,
-        )
+    size, components = image.GetSize(), image.GetNumberOfComponentsPerPixel()
+    _check_volume(size, image.GetDimension(), components, what, path, patient, column)
     return sitk.Cast(image, pixel_type) if pixel_type is not None else image
 
 
-def _nifti_problem(path: Path) -> str | None:
+def _check_nifti_file(path: Path, what: str, patient: str | None, column: str, quick: bool = False) -> None:
+    if not path.exists():
+        raise _cannot_read(what, path, patient, "the file does not exist", column)
+    if not _is_nifti(path):
+        raise _cannot_read(
+            what, path, patient, "expected a NIfTI file (.nii or .nii.gz) or a folder holding one DICOM series", column
+        )
+    problem = _nifti_problem(path, quick)
+    if problem:
+        raise _cannot_read(what, path, patient, problem, column)
+
+
+def _check_volume(
+    size: tuple[int, ...], dimension: int, components: int, what: str, path: Path, patient: str | None, column: str
+) -> None:
+    if dimension != 3 or components != 1:
+        shape = "x".join(map(str, size))
+        reason = f"expected one 3-D scalar volume, found a {shape} image with {components} value(s) per voxel"
+        raise _cannot_read(what, path, patient, reason, column)
+
+
+def _nifti_problem(path: Path, quick: bool = False) -> str | None:
     """Why the file holds fewer bytes than its header promises, or None.
 
     ITK reads a truncated NIfTI without complaint and fills the missing voxels with
-    zeros, so the length check has to happen here.
+    zeros, so the length check has to happen here. ``quick``: a .nii.gz whose gzip
+    trailer (the length of the data, modulo 2**32) matches the header is not decompressed.
     """
     try:
         if path.name.lower().endswith(".gz"):
             with gzip.open(path, "rb") as stream:
                 header = stream.read(540)
+                layout = _nifti_layout(header) if quick else None
+                if layout is not None and _gzip_length(path) == sum(layout) % 2**32:
+                    return None
                 length = len(header) + sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 24), b""))
         else:
             with open(path, "rb") as stream:
@@ -223,6 +241,13 @@ def _nifti_problem(path: Path) -> str | None:
     if length < data_start + data_bytes:
         return f"the file is truncated: its header promises {data_start + data_bytes} bytes, it holds {length}"
     return None
+
+
+def _gzip_length(path: Path) -> int:
+    """The uncompressed length (modulo 2**32) that the last member's trailer records."""
+    with open(path, "rb") as raw:
+        raw.seek(-4, os.SEEK_END)
+        return struct.unpack("<I", raw.read(4))[0]
 
 
 def _nifti_layout(header: bytes) -> tuple[int, int] | None:
@@ -453,19 +478,3 @@ def _da(text: str) -> date:
 def _strip_offset(time_part: str) -> str:
     """A DT's time without its UTC offset (&ZZXX), which both times of one scan share."""
     return time_part.split("+")[0].split("-")[0]
-
-
-# ---------------------------------------------------------------- geometry
-
-
-def _bounding_box(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest physical coordinate reached by the image's voxels (their outer faces)."""
-    extents = [(-0.5, size - 0.5) for size in image.GetSize()]
-    corners = np.array(
-        [image.TransformContinuousIndexToPhysicalPoint(corner) for corner in itertools.product(*extents)]
-    )
-    return corners.min(axis=0), corners.max(axis=0)
-
-
-def _span(low: np.ndarray, high: np.ndarray) -> str:
-    return " x ".join(f"[{lo:.0f}, {hi:.0f}]" for lo, hi in zip(low, high, strict=True))

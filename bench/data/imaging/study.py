@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Collection
 from functools import cached_property
+from pathlib import Path
 
 import SimpleITK as sitk
 
@@ -66,7 +68,8 @@ class Study:
         supplied = self.inputs.masks.get(roi)
         if supplied is not None:
             mask = io.read_mask(supplied, patient=self.patient, roi=roi)
-            return io.resample_to(mask, self.grid, "nearest")
+            grid = f"PET {str(self.inputs.pet)!r}" if self.pet is not None else f"CT {str(self.inputs.ct)!r}"
+            return io.mask_on(mask, self.grid, f"{roi} mask {str(supplied)!r}", grid, self.patient, f"mask_{roi}")
         if self.inputs.ct is None:
             raise InputError(
                 f"patient {self.patient!r}: ROI {roi!r} is computed from CT and the study has no CT; "
@@ -97,3 +100,37 @@ class Study:
 
 def load_study(inputs: StudyInputs, patient: str) -> Study:
     return Study(inputs, patient)
+
+
+def header_problems(inputs: StudyInputs, patient: str, files: Collection[Path]) -> list[str]:
+    """What the headers of ``files`` (those of the study's images and masks that a run reads) show, one line each.
+
+    A file that cannot be read, and a CT or a supplied mask that does not overlap the study's grid
+    in space. No voxel is read, so every study of a cohort can be checked before any work.
+    """
+    entries = [("pet", inputs.pet, ""), ("ct", inputs.ct, "")]
+    entries += [("mask", path, roi) for roi, path in sorted(inputs.masks.items())]
+    headers: dict[tuple[str, str], tuple[Path, io.Header | None]] = {}
+    problems = []
+    for kind, path, roi in entries:
+        if path is None or path not in files:
+            continue
+        try:
+            headers[kind, roi] = path, io.read_header(path, kind, patient, roi=roi or "mask", units=inputs.pet_units)
+        except InputError as exc:
+            problems.append(str(exc))
+    grid_key = ("pet", "") if inputs.pet is not None else ("ct", "")
+    grid_path, grid = headers.get(grid_key, (None, None))
+    for (kind, roi), (path, header) in headers.items():
+        if (kind, roi) == grid_key or header is None or grid is None:
+            continue
+        if kind == "ct":
+            what, hint = f"CT {str(path)!r}", "check that both files belong to the same patient and scan"
+        else:
+            what = f"{roi} mask {str(path)!r}"
+            hint = f"check that the mask was drawn on this study's images (column 'mask_{roi}')"
+        try:
+            io.check_overlap(grid, header, f"{grid_key[0].upper()} {str(grid_path)!r}", what, patient, hint)
+        except InputError as exc:
+            problems.append(str(exc))
+    return problems
