@@ -33,6 +33,23 @@ def tools_dir() -> Path:
     return Path.home() / ".cache" / "prognosis-bench"
 
 
+def check_cache_writable() -> None:
+    """Raise ``UsageError`` naming the cache folder when features cannot be written there (before any work)."""
+    from bench.errors import UsageError
+
+    root = cache_root()
+    where = "$BENCH_CACHE_DIR" if os.environ.get("BENCH_CACHE_DIR") else "the default cache folder"
+    try:
+        (root / "features").mkdir(parents=True, exist_ok=True)
+        writable = os.access(root / "features", os.W_OK | os.X_OK)
+        reason = "it is not writable"
+    except OSError as exc:
+        writable, reason = False, exc.strerror or type(exc).__name__
+    if not writable:
+        raise UsageError(f"cannot cache features in {str(root)!r} ({where}): {reason}; "
+                         "set BENCH_CACHE_DIR to a writable folder")  # fmt: skip
+
+
 def masks_dir() -> Path:
     return cache_root() / "masks"
 

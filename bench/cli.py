@@ -1,20 +1,25 @@
-"""The ``bench`` command line: parses arguments and calls the library; nothing else."""
+"""The ``bench`` command line: parses arguments and hands them to ``bench.commands``; nothing else."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError, UsageError
+from bench.commands import COMMANDS, DEFAULT_DATASET
+from bench.errors import BenchError
 
-DEFAULT_DATASET = "synthetic_mm"
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (exit 2), like every other error, not usage + error."""
+
+    def error(self, message: str):  # argparse calls this for a bad argument
+        print(f"bench: error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="Survival-prognosis benchmark harness.")
+    parser = _Parser(prog="bench", description="Survival-prognosis benchmark harness.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -186,12 +191,6 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _cohort(args: argparse.Namespace):
-    from bench.data.datasets import load_cohort
-
-    return load_cohort(args.dataset, args.horizons, args.tau)
-
-
 def _baseline_args(p: argparse.ArgumentParser, default: str | None = "clinical") -> None:
     p.add_argument(
         "--baseline",
@@ -255,302 +254,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
-
-
-def _check_outputs(*outputs: tuple[str, Path | None]) -> None:
-    """Every (flag, path) output of a command can be written: checked before any work starts."""
-    from bench.report.files import check_writable
-
-    for flag, path in outputs:
-        check_writable(path, flag)
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    from bench.plugins.registry import DATASETS, EXTRACTORS, MODELS
-
-    registry = {"extractors": EXTRACTORS, "models": MODELS, "datasets": DATASETS}[args.what]
-    if args.options:
-        from bench.plugins.docs import options_table
-
-        print(options_table(registry, args.distribution), end="")
-        return 0
-    for e in registry.entries():
-        extras = f" [{','.join(e.extras)}]" if e.extras else ""
-        print(f"{e.name:<20} {e.distribution} {e.version}{extras}  ({e.value})")
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from bench.plugins.specs import resolve_baseline
-    from bench.protocol.runner import RunRequest, run
-    from bench.report.files import write_atomic
-    from bench.report.leaderboard import table_lines, warning_lines
-    from bench.report.results import Results, save_results
-
-    _check_outputs(("--results", args.results), ("--output-json", args.output_json))
-    request = RunRequest(
-        dataset=args.dataset,
-        extractors=tuple(args.extractor or ["clinical"]),
-        models=tuple(args.model or ["coxph"]),
-        split=args.split,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
-        tracking_uri=args.tracking_uri,
-        horizons=args.horizons,
-        tau=args.tau,
-        weights=args.weights,
-        workers=args.workers,
-        tune=args.tune,
-        tune_inner_folds=args.tune_inner_folds,
-        optuna_storage=args.optuna_storage,
-    )
-    baseline = resolve_baseline(args.baseline, args.baseline_model, args.weights, args.tune)
-    outcome = run(request, progress=not args.quiet)
-    results = Results.from_outcome(outcome, baseline, _run_command(args))
-    table, notes = table_lines(results)
-    print(
-        f"dataset {outcome.cohort.name}, split {outcome.split.name} ({outcome.split.sha256[:12]}), "
-        f"B = {request.bootstrap}, seed {request.seed}"
-    )
-    warned = warning_lines(results)
-    print("\n".join(table + ([""] + notes if notes else []) + ([""] + warned if warned else [])))
-    print(
-        f"MLflow parent run {outcome.parent_run_id}; open the UI with: "
-        f"mlflow ui --backend-store-uri {args.tracking_uri or 'sqlite:///mlflow.db'}"
-    )
-    if args.results and results.rows:  # the rows that finished, even when others failed; never an empty file
-        save_results(args.results, results)
-        print(f"wrote {args.results}; render it with: bench leaderboard --from {args.results}", file=sys.stderr)
-    if args.output_json:
-        write_atomic(args.output_json, json.dumps(outcome.as_json(), indent=1, sort_keys=True) + "\n")
-    outcome.check()  # exit 1 naming every failed row and fold
-    return 0
-
-
-def _run_command(args: argparse.Namespace) -> str:
-    """The ``bench run`` command quoted on a page: the options that decide the results, none that only route them."""
-    words = ["bench", "run", "--dataset", args.dataset, "--extractor", *(args.extractor or ["clinical"])]
-    words += ["--model", *(args.model or ["coxph"]), "--bootstrap", str(args.bootstrap), "--seed", str(args.seed)]
-    optional = (("--split", args.split), ("--weights", args.weights), ("--baseline-model", args.baseline_model))
-    for flag, value in optional:
-        words += [flag, value] if value is not None else []
-    words += ["--baseline", args.baseline] if args.baseline != "clinical" else []
-    words += ["--tune", str(args.tune), "--tune-inner-folds", str(args.tune_inner_folds)] if args.tune else []
-    words += ["--horizons", ",".join(f"{h:g}" for h in args.horizons)] if args.horizons else []
-    words += ["--tau", f"{args.tau:g}"] if args.tau is not None else []
-    return shlex.join([*words, "--results", str(args.results)] if args.results else words)
-
-
-def _grid_command(args: argparse.Namespace) -> str:
-    """The ``bench grid`` command quoted on a page, with the overrides that change its results."""
-    words = ["bench", "grid", "--config", str(args.config)]
-    for flag, value in (("--dataset", args.dataset), ("--bootstrap", args.bootstrap), ("--weights", args.weights)):
-        words += [flag, str(value)] if value is not None else []
-    return shlex.join(words)
-
-
-def cmd_grid(args: argparse.Namespace) -> int:
-    from bench.protocol.grid import check_plan, grid_baseline, load_config, run_grid
-    from bench.report.files import write_atomic
-    from bench.report.leaderboard import leaderboard_path, render
-    from bench.report.results import Results, save_results
-
-    overrides = {"dataset": args.dataset, "bootstrap": args.bootstrap, "workers": args.workers}
-    overrides.update({"weights": args.weights, "tracking_uri": args.tracking_uri})
-    config = load_config(args.config, overrides)
-    board = args.leaderboard or (config.leaderboard if not args.dataset else None)
-    if board is not None and not args.plan:  # the default page's name needs the cohort: written where it always is
-        flag = "--leaderboard" if args.leaderboard else f"{args.config}: leaderboard"
-        _check_outputs((flag, board), (flag, board.with_suffix(".json")))
-    if args.plan:
-        for features, models in check_plan(config):
-            print(f"{features}: {', '.join(models)}")
-        return 0
-    outcome = run_grid(config, progress=not args.quiet)
-    results = Results.from_outcome(outcome, grid_baseline(config), _grid_command(args))
-    out = args.leaderboard or (config.leaderboard if not args.dataset else None)
-    out = out or leaderboard_path(outcome.cohort.name)
-    if results.rows:  # the rows that finished, even when others failed; never an empty page
-        save_results(out.with_suffix(".json"), results)
-        text = render(results)
-        write_atomic(out, text)
-        print(text, end="")
-        print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
-    print(
-        f"MLflow parent run {outcome.parent_run_id}; browse every run with: "
-        f"mlflow ui --backend-store-uri {config.request.tracking_uri or 'sqlite:///mlflow.db'}"
-    )
-    outcome.check()  # exit 1 naming every failed row and fold
-    return 0
-
-
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench.plugins.specs import baseline_from_text
-    from bench.report.files import stale_diff, write_atomic
-    from bench.report.leaderboard import leaderboard_path, render
-    from bench.report.results import load_results
-
-    _check_outputs(("--out", None if args.check else args.out))  # --check writes nothing
-    if args.results is not None and args.dataset is not None:
-        raise UsageError("give --from RESULTS.json or --dataset NAME, not both")
-    if args.fingerprint and not args.tracking_uri:
-        raise UsageError("--fingerprint selects runs in an MLflow store: give --tracking-uri too")
-    page = leaderboard_path(args.dataset or DEFAULT_DATASET)
-    if args.tracking_uri:
-        return _leaderboard_from_store(args, page)
-    path = args.results or page.with_suffix(".json")
-    results = load_results(path)
-    if args.baseline is not None or args.baseline_model is not None:
-        results = results.with_baseline(baseline_from_text(args.baseline or "clinical", args.baseline_model))
-    if not args.results and results.protocol.dataset != (args.dataset or DEFAULT_DATASET):
-        raise UsageError(f"{path} holds results for dataset {results.protocol.dataset!r}, not {args.dataset!r}")
-    out = args.out or (args.results.with_suffix(".md") if args.results else page)
-    # The page quotes the command that made its results, so `--from RESULTS --check` verifies any page;
-    # a baseline changed here is a page of its own, quoted as this command.
-    source = results.source
-    if args.baseline is not None or args.baseline_model is not None:
-        source = f"bench leaderboard --from {path}{results.baseline.flags()}"
-    text = render(results, source)
-    if args.check:
-        diff = stale_diff(text, out)
-        if diff is not None:
-            sys.stdout.write(diff)
-            print(f"bench: {out} is out of date; regenerate it with: {source}", file=sys.stderr)
-            return 1
-        return 0
-    write_atomic(out, text)
-    if args.print:
-        print(text, end="")
-    print(f"wrote {out}", file=sys.stderr if args.print else sys.stdout)  # one line; the page is in the file
-    return 0
-
-
-def _leaderboard_from_store(args: argparse.Namespace, page: Path) -> int:
-    """``bench leaderboard --tracking-uri URI``: the latest finished run of every row of one cohort."""
-    from bench.plugins.specs import baseline_from_text
-    from bench.report.files import stale_diff, write_atomic
-    from bench.report.leaderboard import render
-    from bench.report.results import save_results
-    from bench.report.store import results_from_store
-
-    dataset = args.dataset or DEFAULT_DATASET
-    words = ["bench", "leaderboard", "--dataset", dataset, "--tracking-uri", args.tracking_uri]
-    words += ["--fingerprint", args.fingerprint] if args.fingerprint else []
-    words += ["--out", str(args.out)] if args.out else []
-    baseline = baseline_from_text(args.baseline or "clinical", args.baseline_model)
-    source = shlex.join(words) + baseline.flags()
-    results = results_from_store(args.tracking_uri, dataset, baseline, source, args.fingerprint)
-    out = args.out or page
-    text = render(results)
-    if args.check:
-        diff = stale_diff(text, out)
-        if diff is not None:
-            sys.stdout.write(diff)
-            print(f"bench: {out} is out of date; regenerate it with: {source}", file=sys.stderr)
-            return 1
-        return 0
-    save_results(out.with_suffix(".json"), results)
-    write_atomic(out, text)
-    if args.print:
-        print(text, end="")
-    print(f"wrote {out} and {out.with_suffix('.json')} ({len(results.rows)} rows)",
-          file=sys.stderr if args.print else sys.stdout)  # fmt: skip
-    return 0
-
-
-def cmd_splits(args: argparse.Namespace) -> int:
-    from bench.protocol.splits import find_split, import_split, load_split, make_split, save_split
-
-    cohort = _cohort(args)
-    if args.splits_command == "verify":
-        split = load_split(cohort, args.name or cohort.default_split)
-        print(f"{find_split(cohort.name, split.name)}: ok (sha256 {split.sha256[:16]}, {cohort.n} samples)")
-        return 0
-    if args.splits_command == "make":
-        split = make_split(cohort, args.name, args.folds, args.repeats, args.seed, args.holdout)
-    else:
-        split = import_split(cohort, args.file, args.name or args.file.stem)
-    path = save_split(split, overwrite=args.force)
-    print(f"wrote {path} (sha256 {split.sha256[:16]})")
-    return 0
-
-
-def cmd_data(args: argparse.Namespace) -> int:
-    if args.data_command in ("synth", "show"):  # an output that cannot be written stops before any work
-        from bench.report.files import check_writable
-
-        check_writable(args.out, "--out", folder=args.data_command == "synth")
-    if args.data_command == "synth":
-        from bench.data.synthetic import generate
-
-        manifest = generate(args.preset, args.seed, args.out, progress=not args.quiet)
-        print(f"wrote {manifest}; run on it with: bench run --dataset {manifest}")
-        return 0
-    if args.data_command == "check":
-        from bench.data.check import check_dataset
-
-        report = check_dataset(args.manifest, args.horizons, args.tau, progress=not args.quiet)
-        if args.config is not None and report.ok:
-            from bench.protocol.grid import unrunnable_rows
-
-            report.problems += unrunnable_rows(args.config, args.manifest, args.horizons, args.tau)
-        where = report.path or args.manifest
-        if report.path is None and report.ok:
-            print(f"{args.manifest}: a tabular dataset without images; nothing to check")
-            return 0
-        for problem in report.problems:
-            print(f"{where}: {problem}")
-        if not report.ok:
-            print(f"bench: {len(report.problems)} problem(s) in {where}", file=sys.stderr)
-            return 2
-        print(f"{where}: ok ({report.studies} studies, {report.events} events)")
-        return 0
-    from bench.data.imaging.show import show_patient
-
-    print(f"wrote {show_patient(_cohort(args), args.patient, args.roi, args.out)}")
-    return 0
-
-
-def cmd_cache(args: argparse.Namespace) -> int:
-    from bench import cache
-
-    if args.action == "info":
-        print(cache.summary())
-        return 0
-    removed = cache.clear()
-    print(f"removed {removed.feature_entries} feature entries and {removed.masks} masks from {removed.root}")
-    return 0
-
-
-def cmd_validate_statistics(args: argparse.Namespace) -> int:
-    from bench.report.files import write_atomic
-    from bench.stats.validity import StudyConfig, render_report, run_study
-
-    _check_outputs(("--out", args.out), ("--output-json", args.output_json))
-    config = StudyConfig(
-        simulations=args.simulations,
-        power_simulations=args.power_simulations,
-        n=args.n,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
-    )
-    report = run_study(config, progress=not args.quiet)
-    text = render_report(report)
-    print(text, end="")
-    if args.out:
-        write_atomic(args.out, text)
-    if args.output_json:
-        write_atomic(args.output_json, json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n")
-    return 0
-
-
-COMMANDS = {
-    "list": cmd_list,
-    "run": cmd_run,
-    "grid": cmd_grid,
-    "leaderboard": cmd_leaderboard,
-    "splits": cmd_splits,
-    "validate-statistics": cmd_validate_statistics,
-    "data": cmd_data,
-    "cache": cmd_cache,
-}

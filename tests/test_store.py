@@ -48,17 +48,21 @@ def _kind(runs: dict, kind: str) -> dict[str, tuple[str, dict[str, str]]]:
     return {run_id: run for run_id, run in runs.items() if run[1].get("bench.kind") == kind}
 
 
-def _group_alive(pgid: int) -> list[int]:
-    """PIDs still in process group ``pgid`` (field 5 of /proc/<pid>/stat), zombies aside."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
+def _group_alive(pgid: int, wait: float = 5.0) -> list[str]:
+    """Command lines of the processes still in process group ``pgid`` after up to ``wait`` seconds, zombies aside."""
+    deadline = time.monotonic() + wait
+    while True:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()  # fields 3, 4, 5 (the process group), ...
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    alive.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+            except (OSError, IndexError):
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -123,7 +127,7 @@ def test_sigterm_during_extraction_fails_the_run_and_leaves_no_temporary_file(
     assert process.returncode == 143, err
     assert took < 20, f"exited {took:.0f} s after SIGTERM"
     assert err.strip() == "bench: terminated (SIGTERM); any run in progress is marked FAILED"
-    assert _group_alive(process.pid) == [], "worker processes outlived bench"
+    assert _group_alive(process.pid) == [], "processes that bench started outlived it"
     assert len(list(cache.rglob("*.npz"))) < 24, "extraction finished before the signal: the test proves nothing"
     parents = _kind(_runs(store), "invocation")
     assert [status for status, _ in parents.values()] == ["FAILED"]

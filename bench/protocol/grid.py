@@ -100,6 +100,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
         tracking_uri=body.get("tracking_uri"),
         workers=_int(body.get("workers", 1), f"{path}: workers"),
         weights=None if body.get("weights") is None else str(body["weights"]),
+        weights_required=(overrides or {}).get("weights") is not None,
         tune=_int(tune.get("trials", 0), f"{path}: tune.trials"),
         tune_inner_folds=_int(tune.get("inner_folds", 3), f"{path}: tune.inner_folds"),
         optuna_storage=tune.get("storage"),

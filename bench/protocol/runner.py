@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from bench.cache import check_cache_writable
 from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
 from bench.errors import BenchError, InputError, ModelError, RowsFailedError, UsageError
@@ -24,7 +25,7 @@ from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_
 from bench.protocol.evaluation import Evaluation, evaluate
 from bench.protocol.splits import Split, load_split
 from bench.protocol.tuning import TuningSpec, tune_fold
-from bench.report.tracking import FINGERPRINT_TAG, Tracker, dumps, open_store
+from bench.report.tracking import FINGERPRINT_TAG, Tracker, check_tracking_uri, dumps, open_store
 from feature_extractors.base import FeatureBlock, patient_records
 from survival_models.base import SurvivalModel
 
@@ -42,6 +43,8 @@ class RunRequest:
     tau: float | None = None
     workers: int = 1  # local processes for feature extraction
     weights: str | None = None  # --weights: a checkpoint path, or "random" for a random-initialisation control
+    # --weights given on the command line must reach an extractor; a grid config's own weights is a default
+    weights_required: bool = True
     tune: int = 0  # Optuna trials per outer training fold (0: the models' own options, untuned)
     tune_inner_folds: int = 3  # inner CV folds on each outer training fold
     optuna_storage: str | None = None  # e.g. sqlite:///optuna.db: trials persist and can be shared
@@ -121,7 +124,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     if request.workers < 1:
         raise UsageError(f"--workers must be 1 or more, got {request.workers}")
     plan = resolve_plan(request)  # options first: loading (or generating) a cohort can take a while
-    store = open_store(request.tracking_uri)  # and the store: a bad URI fails now, not after extraction
+    check_tracking_uri(request.tracking_uri)  # and the store's URI: a bad one fails now, not after extraction
     cohort = load_cohort(request.dataset, request.horizons, request.tau)
     split = load_split(cohort, request.split or cohort.default_split)
     unusable = input_problems(plan, cohort)
@@ -133,6 +136,9 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
         check = f"; run `bench data check {cohort.manifest}` to list them all" if cohort.manifest else ""
         more = f" ({len(bad_files) - 1} more{check})" if len(bad_files) > 1 else ""
         raise InputError(bad_files[0] + more)
+    if cohort.has_images:
+        check_cache_writable()  # image features are cached: a cache that cannot be written fails now
+    store = open_store(request.tracking_uri)  # the store itself, last: it cannot be opened without creating it
     tuning = (
         TuningSpec(request.tune, request.tune_inner_folds, request.optuna_storage, f"{cohort.name}-{split.name}")
         if request.tune
@@ -228,11 +234,11 @@ def resolve_plan(request: RunRequest) -> list[tuple[Features, list[PluginSpec]]]
                 raise UsageError(f"row {key} is given twice")
             seen.add(key)
         plan.append((features, models))
-    _check_weights(plan, request.weights)
+    _check_weights(plan, request.weights, request.weights_required)
     return plan
 
 
-def _check_weights(plan: list[tuple[Features, list[PluginSpec]]], weights: str | None) -> None:
+def _check_weights(plan: list[tuple[Features, list[PluginSpec]]], weights: str | None, required: bool) -> None:
     """``--weights`` reaches some extractor, and every weights file given loads as a checkpoint (once, up front)."""
     from pathlib import Path
 
@@ -240,7 +246,7 @@ def _check_weights(plan: list[tuple[Features, list[PluginSpec]]], weights: str |
 
     parts = list({p.digest(): p for features, _ in plan for p in features.parts}.values())
     takers = [p for p in parts if "weights" in {f.name for f in dataclasses.fields(p.config)}]
-    if weights is not None and not takers:
+    if weights is not None and required and not takers:
         names = ", ".join(repr(p.label) for p in parts)
         who = f"extractor {names} has no weights" if len(parts) == 1 else f"none of the extractors {names} has weights"
         raise UsageError(f"{who}; drop --weights")

@@ -50,8 +50,7 @@ def render(results: Results, source: str | None = None) -> str:
         "|---|---|",
         f"| dataset | {protocol.dataset}: {protocol.description or 'user cohort'} |",
         f"| patients | n = {protocol.n}, events = {protocol.n_events} |",
-        *([f"| data | content fingerprint `{protocol.fingerprint[:16]}` (outcomes, clinical values, every image "
-           "and mask) |"] if protocol.fingerprint else []),  # fmt: skip
+        *_fingerprint_line(protocol.fingerprint),
         f"| split | `{protocol.split_name}`: {_describe_scheme(protocol.split_scheme)}; "
         f"sha256 `{protocol.split_sha256[:16]}` |",
         f"| horizons | {horizons} {unit} (cumulative/dynamic AUC) |",
@@ -81,6 +80,13 @@ def render(results: Results, source: str | None = None) -> str:
         lines += ["", "Numerical warnings (the learner warned as it fitted or predicted; read its numbers with care):"]
         lines += ["", *warned]
     return "\n".join(lines) + "\n"
+
+
+def _fingerprint_line(fingerprint: str) -> list[str]:
+    """The protocol row naming the data (none for results files made before fingerprints were kept)."""
+    if not fingerprint:
+        return []
+    return [f"| data | content fingerprint `{fingerprint[:16]}` (outcomes, clinical values, every image and mask) |"]
 
 
 def warning_lines(results: Results) -> list[str]:

@@ -13,7 +13,7 @@ import json
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -132,7 +132,7 @@ def _one_cohort(runs: list[StoredRun], dataset: str, prefix: str | None) -> list
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _protocol(run: StoredRun) -> Protocol:
@@ -155,7 +155,9 @@ def _row(mlflow_client, run: StoredRun, tmp: Path) -> Row:
     folder = tmp / run.run_id
     folder.mkdir()
     try:
-        details = json.loads(Path(mlflow_client.download_artifacts(run.run_id, "metrics.json", str(folder))).read_text())
+        details = json.loads(
+            Path(mlflow_client.download_artifacts(run.run_id, "metrics.json", str(folder))).read_text()
+        )
     except Exception as exc:  # noqa: BLE001 - a missing or unreadable artifact, whatever the store says
         raise DataError(f"run {run.run_name!r} ({run.run_id}) has no readable metrics.json artifact: {exc}") from None
     metrics = details["metrics"]
@@ -182,4 +184,3 @@ def _row(mlflow_client, run: StoredRun, tmp: Path) -> Row:
 
 def _float(value) -> float:
     return float("nan") if value is None else float(value)
-

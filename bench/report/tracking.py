@@ -73,6 +73,13 @@ def open_store(tracking_uri: str | None):
 client = open_store  # the name readers of the store use
 
 
+def check_tracking_uri(tracking_uri: str | None) -> None:
+    """What can be seen wrong with a tracking URI without importing MLflow or touching the store (a
+    ``UsageError`` naming it): checked first, before the cohort is loaded; ``open_store`` checks the rest."""
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    _check_uri(uri, _sqlite_path(uri))
+
+
 def _sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///PATH`` URI; None for other stores and in-memory databases."""
     if not uri.startswith("sqlite:///"):
