@@ -35,9 +35,9 @@ gbsg2: install
 		--results leaderboards/gbsg2.json
 	$(BIN)/bench leaderboard --dataset gbsg2
 
-# Tests run in up to 4 processes (pytest-xdist; one per core on a smaller machine).
+# Tests run in up to 4 processes (pytest-xdist, one per core on a smaller machine), a test file per process.
 test: install
-	$(BIN)/python -m pytest -n auto --maxprocesses 4
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: install
 	$(BIN)/python -m pytest tests/benchmarks -o addopts="-ra"
