@@ -193,7 +193,8 @@ class FeatureCache:
     def info(self) -> tuple[int, int]:
         """Number of entries and their total size in bytes."""
         files = list(self.root.rglob("*.npz")) if self.root.exists() else []
-        return len(files), sum(f.stat().st_size for f in files)
+        entries = [f for f in files if not f.name.startswith(".")]  # not a writer's '.<key>.<pid>.tmp.npz'
+        return len(entries), sum(f.stat().st_size for f in entries)
 
     def clear(self) -> int:
         count, _ = self.info()

@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         if args.debug:
             raise
-        print(f"bench: error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # always one line
+        print(f"bench: error: {message}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
         print("bench: terminated (SIGTERM); any run in progress is marked FAILED", file=sys.stderr)

@@ -70,6 +70,7 @@ TEMPLATES: dict[str, tuple[list[str], dict[str, list[str]]]] = {
     ),
     "splits-make": (["splits", "make"], {"--dataset": ["{manifest}"], "--name": ["fresh"]}),
     "splits-verify": (["splits", "verify"], {"--dataset": ["{manifest}"]}),
+    "splits-import": (["splits", "import", "{case}/split.csv"], {"--dataset": ["{manifest}"], "--name": ["fresh"]}),
     "leaderboard": (["leaderboard"], {"--from": ["{case}/input.json"]}),
     "cache-clear": (["cache", "clear"], {}),
 }

@@ -147,10 +147,6 @@ def test_a_put_killed_midway_leaves_nothing_that_reads_as_an_entry(stage: str, t
         np.testing.assert_array_equal(got[name], array)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: FeatureCache.info globs '*.npz', which also matches a killed writer's '.<key>.<pid>.tmp.npz'",
-)
 def test_info_does_not_count_a_killed_writer_s_temporary_file(tmp_path: Path) -> None:
     root, ready = tmp_path / "features", tmp_path / "ready"
     code = PUT_CHILD.format(tests=str(Path(__file__).parent), ready=str(ready), stage="renaming", root=str(root))

@@ -24,7 +24,7 @@ from bench.plugins.registry import EXTRACTORS
 from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
 from bench.protocol.evaluation import Evaluation, evaluate
 from bench.protocol.splits import Split, load_split
-from bench.protocol.tuning import TuningSpec, tune_fold
+from bench.protocol.tuning import TuningSpec, check_storage, tune_fold
 from bench.report.tracking import FINGERPRINT_TAG, Tracker, check_tracking_uri, dumps, open_store
 from feature_extractors.base import FeatureBlock, patient_records
 from survival_models.base import SurvivalModel
@@ -121,6 +121,10 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
     if request.tune < 0 or request.tune_inner_folds < 2:
         raise UsageError(f"--tune must be 0 or more and inner folds at least 2, got {request.tune}, "
                          f"{request.tune_inner_folds}")  # fmt: skip
+    if request.optuna_storage and not request.tune:
+        raise UsageError("--optuna-storage keeps tuning trials: give --tune N too, or drop it")
+    if request.optuna_storage:
+        check_storage(request.optuna_storage)
     if request.workers < 1:
         raise UsageError(f"--workers must be 1 or more, got {request.workers}")
     plan = resolve_plan(request)  # options first: loading (or generating) a cohort can take a while

@@ -20,6 +20,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +41,24 @@ TRIAL_ERRORS = (ModelError, ArithmeticError, ValueError)
 
 # Inner scores, all maximised: (event, time, risk) -> score.
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {"harrell_c": harrell_c}
+
+
+def check_storage(url: str) -> None:
+    """An Optuna storage URL that can be opened (``UsageError`` naming it otherwise): checked before any work."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        dialect = make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise UsageError(
+            f"--optuna-storage {url!r} is not a database URL Optuna can open ({' '.join(str(exc).split())}); "
+            "give e.g. sqlite:///optuna.db"
+        ) from None
+    if dialect.name == "sqlite":
+        path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+        if path and path != ":memory:" and Path(path).is_dir():
+            raise UsageError(f"--optuna-storage {url!r} names a folder; give a file, e.g. sqlite:///optuna.db")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def write_atomic(path: Path, text: str) -> Path:
     if path.is_dir():
         raise UsageError(f"{str(path)!r} is a directory; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers of one path never share a temp file
     try:
         tmp.write_text(text)
         tmp.replace(path)

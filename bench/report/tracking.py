@@ -96,6 +96,8 @@ def _check_uri(uri: str, db: Path | None) -> None:
             f"tracking URI {uri!r} has an unknown scheme {scheme + '://'!r}; give sqlite:///PATH.db (a local file), "
             "http(s)://HOST:PORT (an MLflow server) or a postgresql://, mysql:// or mssql:// database"
         )
+    if scheme.lower() in ("http", "https"):
+        _check_server(uri)
     if db is None:
         return
     if db.is_dir():
@@ -122,6 +124,26 @@ def _check_uri(uri: str, db: Path | None) -> None:
             f"cannot create MLflow store {str(db)!r} of tracking URI {uri!r}: {str(folder)!r} is not a writable "
             "folder; give a store in a writable folder"
         )
+
+
+def _check_server(uri: str, timeout: float = 10.0) -> None:
+    """An MLflow server answers its health endpoint (a ``UsageError`` otherwise, before any work)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:  # noqa: S310
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code} from /health"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise UsageError(
+        f"cannot reach the MLflow server of tracking URI {uri!r} ({reason}); start it "
+        "(mlflow server --host 127.0.0.1) or fix --tracking-uri"
+    )
 
 
 @contextmanager
