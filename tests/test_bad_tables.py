@@ -22,6 +22,7 @@ from bench.protocol.preprocessing import BlockPreprocessor
 from bench.testing import run_cli
 
 STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
+pytestmark = pytest.mark.skipif(not STS.is_dir(), reason=f"real studies not found at {STS} (../shared/data)")
 PATIENTS = [f"STS_{i:03d}" for i in range(1, 25)]
 COLUMNS = {
     "age": "numeric",

@@ -16,6 +16,7 @@ from bench.errors import InputError
 from bench.testing import run_cli
 
 STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts"
+pytestmark = pytest.mark.skipif(not STS.is_dir(), reason=f"real studies not found at {STS} (../shared/data)")
 WITH_CT = ["STS_008", "STS_019", "STS_025", "STS_042"]
 
 
