@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_
 from bench.protocol.evaluation import Evaluation, evaluate
 from bench.protocol.splits import Split, load_split
 from bench.protocol.tuning import TuningSpec, check_storage, tune_fold
-from bench.report.tracking import FINGERPRINT_TAG, Tracker, check_tracking_uri, dumps, open_store
+from bench.report.tracking import FINGERPRINT_TAG, NOTE_TAG, Tracker, check_tracking_uri, dumps, open_store
 from feature_extractors.base import FeatureBlock, patient_records
 from survival_models.base import SurvivalModel
 
@@ -162,6 +163,7 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
             "tune": request.tune,
             "data_fingerprint": cohort.content_fingerprint(),
         },
+        _experiment_description(cohort, split),
     )
     outcome = RunOutcome(cohort, split, request, tracker.parent_run_id)
     n_folds = len(split.assignments) * split.n_folds
@@ -350,9 +352,29 @@ def _run_name(features: Features, model: PluginSpec, cohort: Cohort, split: Spli
     return f"{features.name}-{model.name}-{hashlib.sha256(body.encode()).hexdigest()[:8]}"
 
 
+def _experiment_description(cohort: Cohort, split: Split) -> str:
+    """The experiment's description in the MLflow UI: what its runs were computed on and how they are scored."""
+    from bench.report.leaderboard import describe_scheme
+
+    policy = cohort.policy.as_params()
+    unit = cohort.policy.time_unit
+    return (
+        f"{cohort.name}: {cohort.description or 'user cohort'} (n = {cohort.n}, events = {cohort.n_events}; "
+        f"data fingerprint {cohort.content_fingerprint()[:16]}). Split {split.name}: {describe_scheme(split.scheme)} "
+        f"(sha256 {split.sha256[:16]}). Scored on the test folds: Harrell's C and Uno's C (tau {policy['tau']} "
+        f"{unit}), cumulative/dynamic AUC at {policy['horizons']} {unit}, integrated Brier score over "
+        f"{policy['ibs_range']} {unit}, each with a bootstrap 95 % CI. One run per `bench` invocation "
+        "(`bench run`), with a child run per features x model row; compare the rows on their `features` and "
+        "`model` params and the `c_index` metric."
+    )
+
+
 def _params(features: Features, model: PluginSpec, cohort: Cohort, split: Split, request: RunRequest) -> dict:
     """A row's MLflow parameters: what it was computed from, whether it finished or failed."""
+    key = row_key(features, model, request.tune)
     params = {
+        "features": key.features_label,  # short and first: what the MLflow UI compares runs on
+        "model": key.model_label,
         "dataset": cohort.name,
         "n": cohort.n,
         "events": cohort.n_events,
@@ -379,6 +401,22 @@ def _tags(features: Features, model: PluginSpec, cohort: Cohort, request: RunReq
             FINGERPRINT_TAG: cohort.content_fingerprint()}  # fmt: skip
 
 
+def _run_note(result: CombinationResult, request: RunRequest) -> str:
+    """A child run's description in the MLflow UI: the row and its headline number."""
+    c = result.evaluation.metrics.get("c_index")
+    if c is None or not math.isfinite(c.mean):
+        headline = "C-index n/a"
+    elif math.isfinite(c.ci_low):
+        headline = f"C-index {c.mean:.3f} [95 % CI {c.ci_low:.3f}, {c.ci_high:.3f}], +- {c.se:.3f} SE across folds"
+    else:
+        headline = f"C-index {c.mean:.3f} +- {c.se:.3f} SE across folds"
+    key = result.key
+    return (
+        f"Features {key.features_label} with model {key.model_label}: {headline} "
+        f"(B = {request.bootstrap} bootstrap replicates, seed {request.seed})."
+    )
+
+
 def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: Split, request: RunRequest) -> str:
     evaluation = result.evaluation
     params = _params(result.extractor, result.model, cohort, split, request)
@@ -388,6 +426,7 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
         **_tags(result.extractor, result.model, cohort, request),
         **{f"bench.reason.{m}": s.reason[:5000] for m, s in evaluation.metrics.items() if s.reason},
     }
+    tags[NOTE_TAG] = _run_note(result, request)
     if evaluation.warnings:
         tags["bench.warnings"] = "\n".join(evaluation.warning_messages)[:5000]
     metrics = {m: s.as_dict() for m, s in evaluation.metrics.items()}

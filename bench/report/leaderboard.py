@@ -51,7 +51,7 @@ def render(results: Results, source: str | None = None) -> str:
         f"| dataset | {protocol.dataset}: {protocol.description or 'user cohort'} |",
         f"| patients | n = {protocol.n}, events = {protocol.n_events} |",
         *_fingerprint_line(protocol.fingerprint),
-        f"| split | `{protocol.split_name}`: {_describe_scheme(protocol.split_scheme)}; "
+        f"| split | `{protocol.split_name}`: {describe_scheme(protocol.split_scheme)}; "
         f"sha256 `{protocol.split_sha256[:16]}` |",
         f"| horizons | {horizons} {unit} (cumulative/dynamic AUC) |",
         f"| tau | {policy.tau:g} {unit} (Uno's C truncation) |",
@@ -165,7 +165,7 @@ def _signed(x: float) -> str:
     return f"{x:+.3f}" if x != 0 else "0.000"
 
 
-def _describe_scheme(scheme: dict) -> str:
+def describe_scheme(scheme: dict) -> str:
     kind = scheme.get("type")
     if kind == "kfold":
         return (

@@ -30,6 +30,8 @@ from bench.errors import BenchError, UsageError
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 KIND_TAG = "bench.kind"
 ERROR_TAG = "bench.error"  # on a failed combination's run: what failed, in which fold
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # MLflow's description of an experiment or a run (shown in the UI)
 FINGERPRINT_TAG = "bench.fingerprint"  # on a combination's run: the cohort's content fingerprint (full sha256)
 # On a parent run: the process that opened it. The start time (/proc/<pid>/stat field 22, clock ticks after boot)
 # tells that process from a later one that was given the same PID.
@@ -132,7 +134,7 @@ def _check_server(uri: str, timeout: float = 10.0) -> None:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
             if response.status == 200:
                 return
             reason = f"HTTP {response.status}"
@@ -229,6 +231,15 @@ def experiment_id(mlflow_client, dataset: str, create: bool) -> str | None:
         return mlflow_client.create_experiment(dataset, artifact_location=_artifact_location(mlflow_client, dataset))
 
 
+def _describe_experiment(mlflow_client, experiment: str, description: str) -> None:
+    """Open the experiment on MLflow 3's training runs table (not the GenAI overview) and describe it."""
+    tags = mlflow_client.get_experiment(experiment).tags
+    if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow_client.set_experiment_tag(experiment, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    if description and tags.get(NOTE_TAG) != description:
+        mlflow_client.set_experiment_tag(experiment, NOTE_TAG, description)
+
+
 def _artifact_location(mlflow_client, dataset: str) -> str | None:
     """Artifacts beside a local SQLite store, so the store folder holds everything."""
     db = _sqlite_path(mlflow_client.tracking_uri)
@@ -308,11 +319,15 @@ def _process_ended(pid: int, started: str | None) -> bool:
 class Tracker:
     """Opens the parent run of one invocation and adds a child run per combination."""
 
-    def __init__(self, store: Any, dataset: str, parent_params: dict[str, Any]):
-        """``store``: a client from ``open_store``, or a tracking URI (None: the default), opened here."""
+    def __init__(self, store: Any, dataset: str, parent_params: dict[str, Any], description: str = ""):
+        """``store``: a client from ``open_store``, or a tracking URI (None: the default), opened here.
+
+        ``description`` (the dataset, split and evaluation policy) becomes the experiment's description.
+        """
         self.client = open_store(store) if store is None or isinstance(store, str) else store
         try:
             self.experiment_id = experiment_id(self.client, dataset, create=True)
+            _describe_experiment(self.client, self.experiment_id, description)
             close_abandoned_runs(self.client)
         except Exception as exc:
             raise BenchError(f"cannot open MLflow store {self.client.tracking_uri!r}: {exc}") from exc

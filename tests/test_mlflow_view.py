@@ -1,0 +1,56 @@
+"""What the MLflow UI shows of a run: the experiment opens on the runs table, runs compare on short params."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = tmp_path_factory.mktemp("view")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    code = main(["run", "--dataset", "gbsg2", "--extractor", "clinical", "--model", "coxph", "rsf:n_estimators=20",
+                 "--bootstrap", "50", "--tracking-uri", uri, "--quiet"])  # fmt: skip
+    assert code == 0
+    return uri
+
+
+def test_the_experiment_opens_on_the_training_runs_table_and_describes_the_protocol(store: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(store).get_experiment_by_name("gbsg2")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    note = experiment.tags["mlflow.note.content"]
+    assert "gbsg2" in note and "n = 686" in note and "5-fold CV" in note and "1825" in note, note
+
+
+def test_child_runs_carry_short_features_and_model_params_and_a_note(store: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("gbsg2")
+    children = client.search_runs([experiment.experiment_id], "tags.`bench.kind` = 'combination'")
+    by_model = {run.data.params["model"]: run for run in children}
+    assert set(by_model) == {"coxph", "rsf[n_estimators=20]"}
+    for label, run in by_model.items():
+        assert run.data.params["features"] == "clinical"
+        note = run.data.tags["mlflow.note.content"]
+        shown = re.search(r"C-index (0\.\d{3}) \[95 % CI (0\.\d{3}), (0\.\d{3})\]", note)
+        assert shown, note
+        metrics = run.data.metrics
+        for value, metric in zip(shown.groups(), ("c_index", "c_index_ci_low", "c_index_ci_high")):
+            assert value == f"{metrics[metric]:.3f}", (label, metric)
+        assert f"model {label}" in note and "B = 50" in note
+
+
+def test_a_second_invocation_keeps_the_experiment_settings(store: str, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    assert main(["run", "--dataset", "gbsg2", "--bootstrap", "0", "--tracking-uri", store, "--quiet"]) == 0
+    experiment = MlflowClient(store).get_experiment_by_name("gbsg2")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
