@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         optuna_storage=args.optuna_storage,
     )
     baseline = resolve_baseline(args.baseline, args.baseline_model, args.weights, args.tune)
-    outcome = run(request, progress=not args.quiet)
+    outcome = run(request, progress=not args.quiet, baseline=baseline)
     results = Results.from_outcome(outcome, baseline, _run_command(args))
     table, notes = table_lines(results)
     print(

@@ -15,7 +15,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("view")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     code = main(["run", "--dataset", "gbsg2", "--extractor", "clinical", "--model", "coxph", "rsf:n_estimators=20",
-                 "--bootstrap", "50", "--tracking-uri", uri, "--quiet"])  # fmt: skip
+                 "--bootstrap", "50", "--baseline-model", "coxph", "--tracking-uri", uri, "--quiet"])  # fmt: skip
     assert code == 0
     return uri
 
@@ -54,3 +54,22 @@ def test_a_second_invocation_keeps_the_experiment_settings(store: str, tmp_path:
     assert main(["run", "--dataset", "gbsg2", "--bootstrap", "0", "--tracking-uri", store, "--quiet"]) == 0
     experiment = MlflowClient(store).get_experiment_by_name("gbsg2")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_rows_carry_their_paired_difference_to_the_declared_baseline(store: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("gbsg2")
+    children = client.search_runs([experiment.experiment_id], "tags.`bench.kind` = 'combination'")
+    by_model = {run.data.params["model"]: run.data for run in children}
+    rsf, coxph = by_model["rsf[n_estimators=20]"], by_model["coxph"]
+    assert "c_index_vs_baseline" not in coxph.metrics, "the baseline row is not compared with itself"
+    difference = rsf.metrics["c_index_vs_baseline"]
+    assert difference == pytest.approx(rsf.metrics["c_index"] - coxph.metrics["c_index"], abs=1e-12)
+    assert rsf.metrics["c_index_vs_baseline_ci_low"] <= difference <= rsf.metrics["c_index_vs_baseline_ci_high"]
+    assert 0 < rsf.metrics["c_index_vs_baseline_p"] <= 1
+    assert (
+        f"{difference:+.3f}" in rsf.tags["mlflow.note.content"]
+        and "clinical x coxph" in rsf.tags["mlflow.note.content"]
+    )

@@ -133,7 +133,7 @@ def check_plan(config: GridConfig) -> list[tuple[str, list[str]]]:
 
 def run_grid(config: GridConfig, progress: bool = True) -> RunOutcome:
     check_plan(config)
-    return run(config.request, progress=progress)
+    return run(config.request, progress=progress, baseline=grid_baseline(config))
 
 
 def grid_baseline(config: GridConfig) -> Baseline:

@@ -20,7 +20,7 @@ from bench.cache import check_cache_writable
 from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
 from bench.errors import BenchError, InputError, ModelError, RowsFailedError, UsageError
-from bench.plugins.labels import RowKey
+from bench.plugins.labels import Baseline, RowKey
 from bench.plugins.registry import EXTRACTORS
 from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
 from bench.protocol.evaluation import Evaluation, evaluate
@@ -111,7 +111,7 @@ class RunOutcome:
         }
 
 
-def run(request: RunRequest, progress: bool = True) -> RunOutcome:
+def run(request: RunRequest, progress: bool = True, baseline: Baseline | None = None) -> RunOutcome:
     """Validate everything first, then extract, evaluate and track each row.
 
     A row whose learner fails (``ModelError``) is tracked as a failed run and listed in
@@ -211,6 +211,8 @@ def run(request: RunRequest, progress: bool = True) -> RunOutcome:
         tracker.finish("FAILED")
         raise
     bar.close()
+    if baseline is not None:
+        _track_versus_baseline(tracker, outcome, baseline)
     tracker.finish("FAILED" if outcome.failures else "FINISHED")
     return outcome
 
@@ -399,6 +401,33 @@ def _tags(features: Features, model: PluginSpec, cohort: Cohort, request: RunReq
     key = row_key(features, model, request.tune)
     return {"bench.extractor": key.features_label, "bench.model": key.model_label,
             FINGERPRINT_TAG: cohort.content_fingerprint()}  # fmt: skip
+
+
+def _track_versus_baseline(tracker: Tracker, outcome: RunOutcome, baseline: Baseline) -> None:
+    """Each row's paired C-index difference to its baseline row, as metrics and in its note (as on the page)."""
+    from bench.stats.bootstrap import paired_difference
+
+    rows = {r.key: r for r in outcome.results}
+    for result in outcome.results:
+        base = rows.get(baseline.key_for(result.key))
+        if base is None or base is result:
+            continue
+        mine, theirs = result.evaluation, base.evaluation
+        if mine.replicates.empty or theirs.replicates.empty:
+            continue
+        d = paired_difference(
+            mine.metrics["c_index"].mean,
+            theirs.metrics["c_index"].mean,
+            mine.replicates["c_index"].to_numpy(),
+            theirs.replicates["c_index"].to_numpy(),
+        )
+        metrics = {"c_index_vs_baseline": d.difference, "c_index_vs_baseline_ci_low": d.ci_low,
+                   "c_index_vs_baseline_ci_high": d.ci_high, "c_index_vs_baseline_p": d.p_value}  # fmt: skip
+        versus = (
+            f" Versus the baseline {base.key} on the same bootstrap replicates: {d.difference:+.3f} "
+            f"[95 % CI {d.ci_low:+.3f}, {d.ci_high:+.3f}], p = {d.p_value:.3f}."
+        )
+        tracker.annotate(result.run_id, metrics, {NOTE_TAG: _run_note(result, outcome.request) + versus})
 
 
 def _run_note(result: CombinationResult, request: RunRequest) -> str:

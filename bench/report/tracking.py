@@ -371,6 +371,14 @@ class Tracker:
         self._open_child = None
         return run_id
 
+    def annotate(self, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        """Add single-valued metrics and tags to a recorded run (what is known only once every row is done)."""
+        from mlflow.entities import Metric, RunTag
+
+        timestamp = self.client.get_run(run_id).info.start_time
+        batch = [Metric(k, _finite_or_nan(v), timestamp, 0) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def log_failure(self, run_name: str, params: dict[str, Any], tags: dict[str, str], error: str) -> str:
         """Record a combination whose learner failed: a FAILED child run with the error as a tag."""
         run_id = self._child(run_name, params, {**tags, ERROR_TAG: error[:5000]}).info.run_id
