@@ -232,12 +232,18 @@ def experiment_id(mlflow_client, dataset: str, create: bool) -> str | None:
 
 
 def _describe_experiment(mlflow_client, experiment: str, description: str) -> None:
-    """Open the experiment on MLflow 3's training runs table (not the GenAI overview) and describe it."""
-    tags = mlflow_client.get_experiment(experiment).tags
-    if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        mlflow_client.set_experiment_tag(experiment, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    if description and tags.get(NOTE_TAG) != description:
-        mlflow_client.set_experiment_tag(experiment, NOTE_TAG, description)
+    """Open the experiment on MLflow 3's training runs table (not the GenAI overview) and describe it.
+
+    Under the store's lock: invocations started together would otherwise insert the same tag twice.
+    """
+    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **({NOTE_TAG: description} if description else {})}
+    if all(mlflow_client.get_experiment(experiment).tags.get(k) == v for k, v in wanted.items()):
+        return
+    with _store_lock(mlflow_client.tracking_uri):
+        tags = mlflow_client.get_experiment(experiment).tags
+        for key, value in wanted.items():
+            if tags.get(key) != value:
+                mlflow_client.set_experiment_tag(experiment, key, value)
 
 
 def _artifact_location(mlflow_client, dataset: str) -> str | None:
