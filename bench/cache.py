@@ -9,6 +9,7 @@ deleted and recomputed, never used.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,20 +35,14 @@ def tools_dir() -> Path:
 
 
 def check_cache_writable() -> None:
-    """Raise ``UsageError`` naming the cache folder when features cannot be written there (before any work)."""
-    from bench.errors import UsageError
-
-    root = cache_root()
-    where = "$BENCH_CACHE_DIR" if os.environ.get("BENCH_CACHE_DIR") else "the default cache folder"
+    """Raise the cache-folder error (one line, exit 2) when features cannot be written there, before any work."""
+    features = cache_root() / "features"
     try:
-        (root / "features").mkdir(parents=True, exist_ok=True)
-        writable = os.access(root / "features", os.W_OK | os.X_OK)
-        reason = "it is not writable"
+        features.mkdir(parents=True, exist_ok=True)
+        if not os.access(features, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(features))
     except OSError as exc:
-        writable, reason = False, exc.strerror or type(exc).__name__
-    if not writable:
-        raise UsageError(f"cannot cache features in {str(root)!r} ({where}): {reason}; "
-                         "set BENCH_CACHE_DIR to a writable folder")  # fmt: skip
+        raise _cache_error("write", exc) from exc
 
 
 def masks_dir() -> Path:

@@ -207,9 +207,9 @@ def test_a_row_failing_in_one_fold_is_named_and_the_others_are_recorded(grid: di
 
 
 def test_mlflow_has_the_finished_rows_and_the_failed_one(grid: dict) -> None:
-    from bench.report.tracking import client
+    from bench.report.tracking import open_store
 
-    mlflow = client(grid["store"])
+    mlflow = open_store(grid["store"])
     experiment = mlflow.get_experiment_by_name("veterans")
     runs = mlflow.search_runs([experiment.experiment_id])
     children = {r.data.tags["bench.model"]: r for r in runs if r.data.tags.get("bench.kind") == "combination"}

@@ -177,10 +177,10 @@ def test_a_new_sqlite_store_is_what_mlflow_itself_would_create(tmp_path: Path) -
     """New stores are copies of one migrated empty store: same schema version and default experiment."""
     from mlflow.tracking import MlflowClient
 
-    from bench.report.tracking import client
+    from bench.report.tracking import open_store
 
     ours, theirs = tmp_path / "ours" / "m.db", tmp_path / "theirs.db"
-    made = client(f"sqlite:///{ours}")
+    made = open_store(f"sqlite:///{ours}")
     reference = MlflowClient(tracking_uri=f"sqlite:///{theirs}")
     assert ours.is_file()
     mine, default = made.get_experiment("0"), reference.get_experiment("0")
@@ -191,4 +191,4 @@ def test_a_new_sqlite_store_is_what_mlflow_itself_would_create(tmp_path: Path) -
     assert versions[0] == versions[1]
     run = made.create_run(made.create_experiment("x"))
     made.log_metric(run.info.run_id, "c_index", 0.7)
-    assert client(f"sqlite:///{ours}").get_run(run.info.run_id).data.metrics == {"c_index": 0.7}, "an existing store is kept"
+    assert open_store(f"sqlite:///{ours}").get_run(run.info.run_id).data.metrics == {"c_index": 0.7}, "an existing store is kept"

@@ -22,7 +22,7 @@ from bench.data.cohort import EvaluationPolicy
 from bench.errors import DataError, UsageError
 from bench.plugins.labels import Baseline, RowKey
 from bench.report.results import METRIC_FIELDS, Protocol, Results, Row
-from bench.report.tracking import FINGERPRINT_TAG, KIND_TAG, client, experiment_id
+from bench.report.tracking import FINGERPRINT_TAG, KIND_TAG, experiment_id, open_store
 
 UNKNOWN = "(none: made before prognosis-bench 0.3)"
 
@@ -52,7 +52,7 @@ def results_from_store(
     Raises ``UsageError`` when the runs come from more than one cohort (content fingerprint) or split,
     naming them, unless ``fingerprint`` (a prefix) picks one.
     """
-    mlflow_client = client(tracking_uri)
+    mlflow_client = open_store(tracking_uri)
     uri = mlflow_client.tracking_uri
     exp = experiment_id(mlflow_client, dataset, create=False)
     if exp is None:

@@ -72,9 +72,6 @@ def open_store(tracking_uri: str | None):
         raise UsageError(f"cannot open MLflow store {uri!r}: {reason[:1000]}; check --tracking-uri") from exc
 
 
-client = open_store  # the name readers of the store use
-
-
 def check_tracking_uri(tracking_uri: str | None) -> None:
     """What can be seen wrong with a tracking URI without importing MLflow or touching the store (a
     ``UsageError`` naming it): checked first, before the cohort is loaded; ``open_store`` checks the rest."""
