@@ -110,11 +110,44 @@ def build_parser() -> argparse.ArgumentParser:
     _baseline_args(p, default=None)
 
     p = sub.add_parser(
+        "ui", help="the MLflow UI on a store, with links to a dataset's runs and to its leaderboard's rows side by side"
+    )
+    _tracking_arg(p)
+    p.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000; 0 picks a free one)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind to (default 127.0.0.1: this machine only); any other needs --expose",
+    )
+    p.add_argument(
+        "--expose",
+        action="store_true",
+        help="allow a --host beyond this machine: the MLflow server has no authentication, anyone who reaches it "
+        "can read, change and delete every run",
+    )
+    p.add_argument(
+        "--dataset",
+        help=f"the dataset (experiment) to link to (default: the --results file's, else {DEFAULT_DATASET})",
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        metavar="PATH.json",
+        help="a leaderboard's results file whose rows to link side by side (default leaderboards/<dataset>.json "
+        "when it exists)",
+    )
+
+    p = sub.add_parser(
         "validate-statistics",
-        help="simulation study: CI coverage, paired-test type-I error and power (writes docs/statistics.md)",
+        help="simulation study: CI coverage, paired-test type-I error, power and family-wise error "
+        "(writes docs/statistics.md)",
     )
     p.add_argument("--simulations", type=int, default=2000, help="cohorts for coverage and type-I error (2000)")
     p.add_argument("--power-simulations", type=int, default=1000, help="cohorts for power (1000)")
+    p.add_argument("--fwer-simulations", type=int, default=1000, help="cohorts for the family-wise error (1000)")
+    p.add_argument(
+        "--null-rows", type=int, default=10, help="rows per cohort compared with the baseline, each as good as it (10)"
+    )
     p.add_argument("--n", type=int, default=200, help="test patients per cohort (200)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="replicates per cohort (1000)")
     p.add_argument("--seed", type=int, default=0)

@@ -118,8 +118,8 @@ def _grid_command(args: argparse.Namespace) -> str:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from bench.protocol.grid import check_plan, grid_baseline, load_config, run_grid
-    from bench.report.files import write_atomic
-    from bench.report.leaderboard import leaderboard_path, render
+    from bench.report.leaderboard import leaderboard_path
+    from bench.report.page import write_page
     from bench.report.results import Results, save_results
 
     overrides = {"dataset": args.dataset, "bootstrap": args.bootstrap, "workers": args.workers}
@@ -139,10 +139,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
     out = out or leaderboard_path(outcome.cohort.name)
     if results.rows:  # the rows that finished, even when others failed; never an empty page
         save_results(out.with_suffix(".json"), results)
-        text = render(results)
-        write_atomic(out, text)
-        print(text, end="")
-        print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+        written = write_page(results, out)
+        print(out.read_text(), end="")
+        print(f"wrote {', '.join(map(str, written))} and {out.with_suffix('.json')}", file=sys.stderr)
     print(
         f"MLflow parent run {outcome.parent_run_id}; browse every run with: "
         f"mlflow ui --backend-store-uri {config.request.tracking_uri or 'sqlite:///mlflow.db'}"
@@ -153,8 +152,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.plugins.specs import baseline_from_text
-    from bench.report.files import stale_diff, write_atomic
-    from bench.report.leaderboard import leaderboard_path, render
+    from bench.report.leaderboard import leaderboard_path
+    from bench.report.page import stale_page, write_page
     from bench.report.results import load_results
 
     _check_outputs(("--out", None if args.check else args.out))  # --check writes nothing
@@ -177,26 +176,28 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     source = results.source
     if args.baseline is not None or args.baseline_model is not None:
         source = f"bench leaderboard --from {path}{results.baseline.flags()}"
-    text = render(results, source)
     if args.check:
-        diff = stale_diff(text, out)
-        if diff is not None:
-            sys.stdout.write(diff)
-            print(f"bench: {out} is out of date; regenerate it with: {source}", file=sys.stderr)
-            return 1
-        return 0
-    write_atomic(out, text)
+        return _report_stale(stale_page(results, out, source), out, source)
+    written = write_page(results, out, source)
     if args.print:
-        print(text, end="")
-    print(f"wrote {out}", file=sys.stderr if args.print else sys.stdout)  # one line; the page is in the file
+        print(out.read_text(), end="")
+    print(f"wrote {', '.join(map(str, written))}", file=sys.stderr if args.print else sys.stdout)  # one line
     return 0
+
+
+def _report_stale(problems: list[str], out: Path, source: str) -> int:
+    """``--check``: 0 when the page and its figures are current; else what differs, and exit 1."""
+    if not problems:
+        return 0
+    sys.stdout.write("".join(problems))
+    print(f"bench: {out} is out of date; regenerate it with: {source}", file=sys.stderr)
+    return 1
 
 
 def _leaderboard_from_store(args: argparse.Namespace, page: Path) -> int:
     """``bench leaderboard --tracking-uri URI``: the latest finished run of every row of one cohort."""
     from bench.plugins.specs import baseline_from_text
-    from bench.report.files import stale_diff, write_atomic
-    from bench.report.leaderboard import render
+    from bench.report.page import stale_page, write_page
     from bench.report.results import save_results
     from bench.report.store import results_from_store
 
@@ -208,19 +209,13 @@ def _leaderboard_from_store(args: argparse.Namespace, page: Path) -> int:
     source = shlex.join(words) + baseline.flags()
     results = results_from_store(args.tracking_uri, dataset, baseline, source, args.fingerprint)
     out = args.out or page
-    text = render(results)
     if args.check:
-        diff = stale_diff(text, out)
-        if diff is not None:
-            sys.stdout.write(diff)
-            print(f"bench: {out} is out of date; regenerate it with: {source}", file=sys.stderr)
-            return 1
-        return 0
+        return _report_stale(stale_page(results, out), out, source)
     save_results(out.with_suffix(".json"), results)
-    write_atomic(out, text)
+    written = write_page(results, out)
     if args.print:
-        print(text, end="")
-    print(f"wrote {out} and {out.with_suffix('.json')} ({len(results.rows)} rows)",
+        print(out.read_text(), end="")
+    print(f"wrote {', '.join(map(str, written))} and {out.with_suffix('.json')} ({len(results.rows)} rows)",
           file=sys.stderr if args.print else sys.stdout)  # fmt: skip
     return 0
 
@@ -297,6 +292,8 @@ def cmd_validate_statistics(args: argparse.Namespace) -> int:
     config = StudyConfig(
         simulations=args.simulations,
         power_simulations=args.power_simulations,
+        fwer_simulations=args.fwer_simulations,
+        null_rows=args.null_rows,
         n=args.n,
         bootstrap=args.bootstrap,
         seed=args.seed,
@@ -311,6 +308,14 @@ def cmd_validate_statistics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from bench.report.ui import serve
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a port number; give 0 to 65535 (0: a free one)")
+    return serve(args.tracking_uri, args.host, args.port, args.expose, args.dataset, args.results, DEFAULT_DATASET)
+
+
 COMMANDS = {
     "list": cmd_list,
     "run": cmd_run,
@@ -320,4 +325,5 @@ COMMANDS = {
     "validate-statistics": cmd_validate_statistics,
     "data": cmd_data,
     "cache": cmd_cache,
+    "ui": cmd_ui,
 }

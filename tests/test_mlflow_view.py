@@ -73,3 +73,50 @@ def test_rows_carry_their_paired_difference_to_the_declared_baseline(store: str)
         f"{difference:+.3f}" in rsf.tags["mlflow.note.content"]
         and "clinical x coxph" in rsf.tags["mlflow.note.content"]
     )
+
+
+def _children(store: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("gbsg2")
+    runs = client.search_runs([experiment.experiment_id], "tags.`bench.kind` = 'combination' and params.bootstrap = '50'")
+    return client, runs
+
+
+def test_auc_over_time_is_a_metric_history_stepped_by_time(store: str) -> None:
+    client, runs = _children(store)
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "td_auc")
+        steps = [m.step for m in history]
+        assert steps == sorted(steps) and steps[0] == 365 and steps[-1] == 1825, steps  # gbsg2's horizons, in days
+        at = {m.step: m.value for m in history}
+        for horizon in (365, 1095, 1825):  # the curve passes through the row's td-AUC at each horizon
+            assert at[horizon] == pytest.approx(run.data.metrics[f"td_auc_{horizon}"], abs=1e-12)
+
+
+def test_the_cohort_is_the_runs_evaluation_dataset(store: str) -> None:
+    import json
+
+    from bench.data.datasets import load_cohort
+
+    _client, runs = _children(store)
+    cohort = load_cohort("gbsg2")
+    for run in runs:
+        (entry,) = run.inputs.dataset_inputs
+        dataset = entry.dataset
+        assert dataset.name == "gbsg2" and dataset.digest == run.data.tags["bench.fingerprint"][:16]
+        assert {t.key: t.value for t in entry.tags} == {"mlflow.data.context": "evaluation"}
+        columns = {c["name"]: c["type"] for c in json.loads(dataset.schema)["mlflow_colspec"]}
+        assert set(columns) == set(cohort.columns), "the clinical covariates, and nothing else"
+        assert not {"time", "event", "cens", "status"} & set(columns), "outcomes are never features"
+        assert json.loads(dataset.profile)["num_rows"] == 686
+
+
+def test_each_row_logs_its_figures(store: str, tmp_path: Path) -> None:
+    client, runs = _children(store)
+    for run in runs:
+        listed = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "figures")}
+        assert listed == {"kaplan_meier.png", "auc.png", "calibration.png", "brier.png"}, listed
+        path = Path(client.download_artifacts(run.info.run_id, "figures/kaplan_meier.png", str(tmp_path)))
+        assert path.read_bytes().startswith(b"\x89PNG")

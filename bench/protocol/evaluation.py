@@ -25,6 +25,7 @@ from bench.errors import ModelError, describe_model
 from bench.protocol.preprocessing import FoldPreprocessor
 from bench.protocol.splits import Split
 from bench.stats.bootstrap import MetricSummary, bootstrap_indices, counts_from_indices, summarise
+from bench.stats.curves import Curves, figure_times, fold_curves, risk_groups, risk_thresholds
 from bench.stats.engine import FoldMetrics, metric_names
 from feature_extractors.base import FeatureBlock
 from survival_models.base import SurvivalModel
@@ -35,12 +36,15 @@ class Evaluation:
     """What one combination produced; everything the tracker and leaderboard need."""
 
     metrics: dict[str, MetricSummary]
-    predictions: pd.DataFrame  # out-of-fold: sample_id, patient_id, repeat, fold, time, event, risk
+    # out-of-fold: sample_id, patient_id, repeat, fold, time, event, risk, risk_group (0-2: tertile of the
+    # training fold's risks), survival_at_<h> (predicted survival at each horizon h; NaN without survival curves)
+    predictions: pd.DataFrame
     replicates: pd.DataFrame  # bootstrap fold means, one column per metric, one row per replicate
     fold_reasons: dict[str, dict[str, str]] = field(default_factory=dict)  # fold key -> metric -> reason
     tuned: dict[str, dict] = field(default_factory=dict)  # fold key -> options chosen by nested tuning
     fold_warnings: dict[str, int] = field(default_factory=dict)  # fold key -> numerical warnings (folds with any)
     warning_messages: tuple[str, ...] = ()  # the first distinct ones, in the order they came
+    curves: Curves | None = None  # AUC(t) and Brier(t) over the evaluation window, risk-group cut points per fold
 
     @property
     def warnings(self) -> int:
@@ -79,6 +83,9 @@ def evaluate(
     folds = split.folds(cohort)
     fold_warnings: dict[str, int] = {}
     messages: list[str] = []
+    times = figure_times(policy)
+    fold_curve_list = []
+    thresholds: dict[str, tuple[float, float]] = {}
     for fold in folds:
         if tune is not None:
             try:
@@ -93,6 +100,7 @@ def evaluate(
             warnings.simplefilter("always")  # every occurrence counts, not the first per line
             risk, survival = _fit_predict(model, X_train, y[fold.train], X_test, policy.ibs_times, fold.key)
         numerical = _numerical(caught)
+        train_risk, at_times = _for_figures(model, X_train, X_test, times, fold.key)
         if numerical:
             fold_warnings[fold.key] = len(numerical)
             messages += [m for m in dict.fromkeys(numerical) if m not in messages]
@@ -102,11 +110,19 @@ def evaluate(
             per_fold[m].append(values[m])
         if engine.reasons:
             fold_reasons[fold.key] = engine.reasons
+        counts = None
         if bootstrap:
             indices = bootstrap_indices(seed, split.sha256, fold.repeat, fold.index, len(fold.test), bootstrap)
-            replicates = engine.evaluate(counts_from_indices(indices, len(fold.test)))
+            counts = counts_from_indices(indices, len(fold.test))
+            replicates = engine.evaluate(counts)
             for m in names:
                 replicate_sums[m] += replicates[m]
+        fold_curve_list.append(fold_curves(y[fold.train], y[fold.test], risk, at_times, times, policy, counts))
+        thresholds[fold.key] = risk_thresholds(train_risk)
+        at_horizons = {
+            f"survival_at_{h:g}": at_times[:, list(times).index(h)] if at_times is not None else np.nan
+            for h in policy.horizons
+        }
         prediction_parts.append(
             pd.DataFrame(
                 {
@@ -117,6 +133,8 @@ def evaluate(
                     "time": cohort.time[fold.test],
                     "event": cohort.event[fold.test].astype(int),
                     "risk": risk,
+                    "risk_group": risk_groups(risk, thresholds[fold.key]),
+                    **at_horizons,
                 }
             )
         )
@@ -136,6 +154,7 @@ def evaluate(
         tuned=tuned,
         fold_warnings=fold_warnings,
         warning_messages=tuple(messages[:MAX_WARNING_MESSAGES]),
+        curves=Curves.combine(times, fold_curve_list, thresholds),
     )
 
 
@@ -159,6 +178,25 @@ def _fit_predict(
     except (ArithmeticError, ValueError) as exc:  # a plugin's library failing on these numbers (LinAlgError too)
         raise ModelError(f"{type(exc).__name__}: {exc}", model=describe_model(model), action=action, fold=fold) from exc
     return risk, survival
+
+
+def _for_figures(
+    model: SurvivalModel, X_train: np.ndarray, X_test: np.ndarray, times: np.ndarray, fold: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The fitted model's risks of its own training rows (the risk-group cut points) and the test rows' survival
+    at the curves' ``times``. Predictions the row's numbers do not depend on: their warnings are not counted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            train_risk = np.asarray(model.predict(X_train), dtype=float)
+            try:
+                survival = np.asarray(model.predict_survival_function(X_test, times), dtype=float)
+            except NotImplementedError:
+                survival = None
+    except (ArithmeticError, ValueError) as exc:
+        raise ModelError(f"{type(exc).__name__}: {exc}", model=describe_model(model), action="failed to predict",
+                         fold=fold) from exc  # fmt: skip
+    return train_risk, survival
 
 
 def _numerical(caught: list[warnings.WarningMessage]) -> list[str]:

@@ -26,6 +26,8 @@ from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_
 from bench.protocol.evaluation import Evaluation, evaluate
 from bench.protocol.splits import Split, load_split
 from bench.protocol.tuning import TuningSpec, check_storage, tune_fold
+from bench.report.describe import dataset_input, experiment_description, run_note
+from bench.report.row_figures import row_figures
 from bench.report.tracking import FINGERPRINT_TAG, NOTE_TAG, Tracker, check_tracking_uri, dumps, open_store
 from feature_extractors.base import FeatureBlock, patient_records
 from survival_models.base import SurvivalModel
@@ -163,7 +165,8 @@ def run(request: RunRequest, progress: bool = True, baseline: Baseline | None = 
             "tune": request.tune,
             "data_fingerprint": cohort.content_fingerprint(),
         },
-        _experiment_description(cohort, split),
+        experiment_description(cohort, split),
+        dataset_input(cohort),
     )
     outcome = RunOutcome(cohort, split, request, tracker.parent_run_id)
     n_folds = len(split.assignments) * split.n_folds
@@ -354,23 +357,6 @@ def _run_name(features: Features, model: PluginSpec, cohort: Cohort, split: Spli
     return f"{features.name}-{model.name}-{hashlib.sha256(body.encode()).hexdigest()[:8]}"
 
 
-def _experiment_description(cohort: Cohort, split: Split) -> str:
-    """The experiment's description in the MLflow UI: what its runs were computed on and how they are scored."""
-    from bench.report.leaderboard import describe_scheme
-
-    policy = cohort.policy.as_params()
-    unit = cohort.policy.time_unit
-    return (
-        f"{cohort.name}: {cohort.description or 'user cohort'} (n = {cohort.n}, events = {cohort.n_events}; "
-        f"data fingerprint {cohort.content_fingerprint()[:16]}). Split {split.name}: {describe_scheme(split.scheme)} "
-        f"(sha256 {split.sha256[:16]}). Scored on the test folds: Harrell's C and Uno's C (tau {policy['tau']} "
-        f"{unit}), cumulative/dynamic AUC at {policy['horizons']} {unit}, integrated Brier score over "
-        f"{policy['ibs_range']} {unit}, each with a bootstrap 95 % CI. One run per `bench` invocation "
-        "(`bench run`), with a child run per features x model row; compare the rows on their `features` and "
-        "`model` params and the `c_index` metric."
-    )
-
-
 def _params(features: Features, model: PluginSpec, cohort: Cohort, split: Split, request: RunRequest) -> dict:
     """A row's MLflow parameters: what it was computed from, whether it finished or failed."""
     key = row_key(features, model, request.tune)
@@ -427,23 +413,7 @@ def _track_versus_baseline(tracker: Tracker, outcome: RunOutcome, baseline: Base
             f" Versus the baseline {base.key} on the same bootstrap replicates: {d.difference:+.3f} "
             f"[95 % CI {d.ci_low:+.3f}, {d.ci_high:+.3f}], p = {d.p_value:.3f}."
         )
-        tracker.annotate(result.run_id, metrics, {NOTE_TAG: _run_note(result, outcome.request) + versus})
-
-
-def _run_note(result: CombinationResult, request: RunRequest) -> str:
-    """A child run's description in the MLflow UI: the row and its headline number."""
-    c = result.evaluation.metrics.get("c_index")
-    if c is None or not math.isfinite(c.mean):
-        headline = "C-index n/a"
-    elif math.isfinite(c.ci_low):
-        headline = f"C-index {c.mean:.3f} [95 % CI {c.ci_low:.3f}, {c.ci_high:.3f}], +- {c.se:.3f} SE across folds"
-    else:
-        headline = f"C-index {c.mean:.3f} +- {c.se:.3f} SE across folds"
-    key = result.key
-    return (
-        f"Features {key.features_label} with model {key.model_label}: {headline} "
-        f"(B = {request.bootstrap} bootstrap replicates, seed {request.seed})."
-    )
+        tracker.annotate(result.run_id, metrics, {NOTE_TAG: run_note(result, outcome.request) + versus})
 
 
 def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: Split, request: RunRequest) -> str:
@@ -455,7 +425,7 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
         **_tags(result.extractor, result.model, cohort, request),
         **{f"bench.reason.{m}": s.reason[:5000] for m, s in evaluation.metrics.items() if s.reason},
     }
-    tags[NOTE_TAG] = _run_note(result, request)
+    tags[NOTE_TAG] = run_note(result, request)
     if evaluation.warnings:
         tags["bench.warnings"] = "\n".join(evaluation.warning_messages)[:5000]
     metrics = {m: s.as_dict() for m, s in evaluation.metrics.items()}
@@ -470,5 +440,12 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
         artifacts["tuning.json"] = dumps(evaluation.tuned)
     if not evaluation.replicates.empty:
         artifacts["bootstrap_replicates.csv"] = evaluation.replicates.to_csv(index_label="replicate")
+    histories = {}
+    if evaluation.curves is not None:  # AUC(t), step = time in the cohort's unit: MLflow draws the curve
+        curves = evaluation.curves
+        histories["td_auc"] = [(round(t), a) for t, a in zip(curves.times, curves.auc) if math.isfinite(a)]
+        artifacts.update(
+            {f"figures/{name}": png for name, png in row_figures(result.key, evaluation, cohort.policy).items()}
+        )
     scalars = {"numerical_warnings": float(evaluation.warnings)}
-    return tracker.log_combination(result.run_name, params, tags, metrics, artifacts, scalars)
+    return tracker.log_combination(result.run_name, params, tags, metrics, artifacts, scalars, histories)

@@ -21,6 +21,7 @@ from bench.data.cohort import EvaluationPolicy
 from bench.errors import InputError
 from bench.plugins.labels import Baseline, RowKey
 from bench.report.files import write_atomic
+from bench.report.row_figures import outcomes_of, risk_group_text
 
 if TYPE_CHECKING:
     from bench.data.cohort import Cohort
@@ -67,6 +68,17 @@ class Row:
     run_id: str = ""  # MLflow run id (not stored: it differs between stores)
     warnings: int = 0  # numerical warnings while the learner fitted and predicted (stored only when > 0)
     first_warning: str = ""  # the first of them, as text
+    # Each test patient's predicted risk tertile (0-2, cut points from the training folds), first repeat, in the
+    # order of ``Results.outcomes``; "" in files made before risk groups were kept
+    risk_groups: str = ""
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Time and event of the test patients the rows' risk groups refer to (first repeat, sample-id order)."""
+
+    time: np.ndarray
+    event: np.ndarray
 
 
 @dataclass
@@ -75,6 +87,7 @@ class Results:
     rows: list[Row]
     baseline: Baseline
     source: str  # the command that produced them, quoted on the page
+    outcomes: Outcomes | None = None  # what the rows' risk groups are drawn against (Kaplan-Meier figure)
 
     @classmethod
     def from_outcome(cls, outcome: RunOutcome, baseline: Baseline, source: str) -> Results:
@@ -91,10 +104,12 @@ class Results:
                 r.run_id,
                 r.evaluation.warnings,
                 r.evaluation.warning_messages[0] if r.evaluation.warning_messages else "",
+                risk_group_text(r.evaluation.predictions),
             )
             for r in outcome.results
         ]
-        fresh = cls(Protocol.of(outcome.cohort, outcome.split), rows, baseline, source)
+        outcomes = Outcomes(*outcomes_of(outcome.results[0].evaluation.predictions)) if outcome.results else None
+        fresh = cls(Protocol.of(outcome.cohort, outcome.split), rows, baseline, source, outcomes)
         read_back = cls.from_json(json.loads(fresh.to_text()))
         for row, original in zip(read_back.rows, sorted(rows, key=lambda r: r.key.sort_key())):
             row.run_id = original.run_id
@@ -129,6 +144,11 @@ class Results:
             "baseline": self.baseline.as_json(),
             "rows": [_row_json(r) for r in sorted(self.rows, key=lambda r: r.key.sort_key())],
         }
+        if self.outcomes is not None and any(r.risk_groups for r in self.rows):
+            body["outcomes"] = {
+                "time": [_number(t) for t in self.outcomes.time],
+                "event": "".join("1" if e else "0" for e in self.outcomes.event),
+            }
         return json.dumps(body, indent=1, sort_keys=True, allow_nan=True) + "\n"
 
     @classmethod
@@ -142,7 +162,14 @@ class Results:
             p["split"]["name"], p["split"]["scheme"], p["split"]["sha256"], str(p.get("fingerprint", "")),
         )  # fmt: skip
         rows = [_row_from_json(r) for r in body["rows"]]
-        return cls(protocol, rows, Baseline.from_json(body["baseline"]), body["source"])
+        outcomes = None
+        if "outcomes" in body:
+            time = np.array([_float(t) for t in body["outcomes"]["time"]])
+            outcomes = Outcomes(time, np.array([c == "1" for c in body["outcomes"]["event"]], dtype=bool))
+            for row in rows:
+                if row.risk_groups and len(row.risk_groups) != len(time):
+                    raise ValueError(f"risk_groups of row {row.key} ({len(row.risk_groups)} patients, not {len(time)})")
+        return cls(protocol, rows, Baseline.from_json(body["baseline"]), body["source"], outcomes)
 
 
 def save_results(path: Path, results: Results) -> Path:
@@ -183,6 +210,7 @@ def _row_json(row: Row) -> dict:
         if row.replicates is None
         else [_number(round(float(v), REPLICATE_DECIMALS)) for v in row.replicates],
         **warned,
+        **({"risk_groups": row.risk_groups} if row.risk_groups else {}),
     }
 
 
@@ -199,6 +227,7 @@ def _row_from_json(body: dict) -> Row:
         None if replicates is None else np.array([_float(v) for v in replicates]),
         warnings=int(body.get("warnings", 0)),
         first_warning=str(body.get("first_warning", "")),
+        risk_groups=str(body.get("risk_groups", "")),
     )
 
 

@@ -21,7 +21,8 @@ import pandas as pd
 from bench.data.cohort import EvaluationPolicy
 from bench.errors import DataError, UsageError
 from bench.plugins.labels import Baseline, RowKey
-from bench.report.results import METRIC_FIELDS, Protocol, Results, Row
+from bench.report.results import METRIC_FIELDS, Outcomes, Protocol, Results, Row
+from bench.report.row_figures import outcomes_of, risk_group_text
 from bench.report.tracking import FINGERPRINT_TAG, KIND_TAG, experiment_id, open_store
 
 UNKNOWN = "(none: made before prognosis-bench 0.3)"
@@ -76,8 +77,14 @@ def results_from_store(
         latest[run.key] = run
     chosen = list(latest.values())
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [_row(mlflow_client, run, Path(tmp)) for run in chosen]
-    results = Results(_protocol(chosen[-1]), rows, baseline, source)
+        read = [_row(mlflow_client, run, Path(tmp)) for run in chosen]
+    rows = [row for row, _ in read]
+    outcomes = next((found for _, found in read if found is not None), None)
+    if outcomes is not None and len({len(r.risk_groups) for r in rows if r.risk_groups}) > 1:
+        outcomes = None  # rows on different test patients (cannot happen on one split): no risk groups on the page
+        for row in rows:
+            row.risk_groups = ""
+    results = Results(_protocol(chosen[-1]), rows, baseline, source, outcomes)
     return Results.from_json(json.loads(results.to_text()))  # exactly as its results file will read back
 
 
@@ -150,8 +157,9 @@ def _protocol(run: StoredRun) -> Protocol:
         raise DataError(f"run {run.run_name!r} ({run.run_id}) lacks the protocol parameter {exc}; rerun it") from None
 
 
-def _row(mlflow_client, run: StoredRun, tmp: Path) -> Row:
-    """A page row from a run's parameters and its metrics.json and bootstrap_replicates.csv artifacts."""
+def _row(mlflow_client, run: StoredRun, tmp: Path) -> tuple[Row, Outcomes | None]:
+    """A page row from a run's parameters and its metrics.json, bootstrap_replicates.csv and predictions.csv
+    artifacts, and the outcomes its risk groups refer to (None for runs logged before risk groups were kept)."""
     folder = tmp / run.run_id
     folder.mkdir()
     try:
@@ -167,6 +175,14 @@ def _row(mlflow_client, run: StoredRun, tmp: Path) -> Row:
         replicates = pd.read_csv(io.StringIO(Path(path).read_text()))["c_index"].to_numpy(float)
     except Exception:  # noqa: BLE001 - B = 0: no replicates were logged
         replicates = None
+    groups, outcomes = "", None
+    try:
+        path = mlflow_client.download_artifacts(run.run_id, "predictions.csv", str(folder))
+        predictions = pd.read_csv(path, dtype={"sample_id": str, "patient_id": str})
+        if "risk_group" in predictions.columns:
+            groups, outcomes = risk_group_text(predictions), Outcomes(*outcomes_of(predictions))
+    except Exception:  # noqa: BLE001 - no predictions: the page has no Kaplan-Meier figure of this row
+        groups, outcomes = "", None
     warnings = int(run.metrics.get("numerical_warnings", 0) or 0)
     return Row(
         run.key,
@@ -179,7 +195,8 @@ def _row(mlflow_client, run: StoredRun, tmp: Path) -> Row:
         run.run_id,
         warnings,
         run.tags.get("bench.warnings", "").split("\n")[0] if warnings else "",
-    )
+        groups,
+    ), outcomes
 
 
 def _float(value) -> float:

@@ -322,11 +322,21 @@ def _process_ended(pid: int, started: str | None) -> bool:
 class Tracker:
     """Opens the parent run of one invocation and adds a child run per combination."""
 
-    def __init__(self, store: Any, dataset: str, parent_params: dict[str, Any], description: str = ""):
+    def __init__(
+        self,
+        store: Any,
+        dataset: str,
+        parent_params: dict[str, Any],
+        description: str = "",
+        data: dict[str, str] | None = None,
+    ):
         """``store``: a client from ``open_store``, or a tracking URI (None: the default), opened here.
 
         ``description`` (the dataset, split and evaluation policy) becomes the experiment's description.
+        ``data`` (name, digest, source_type, source, schema, profile) is the cohort as an MLflow dataset,
+        logged as the evaluation input of the parent run and of every child run.
         """
+        self._data = data
         self.client = open_store(store) if store is None or isinstance(store, str) else store
         try:
             self.experiment_id = experiment_id(self.client, dataset, create=True)
@@ -339,6 +349,7 @@ class Tracker:
         self.parent_run_id = parent.info.run_id
         self._open_child: str | None = None  # a child run being recorded: ``finish`` fails it if it is left open
         self._log_params(self.parent_run_id, parent_params)
+        self._log_data(self.parent_run_id)
 
     def log_combination(
         self,
@@ -346,17 +357,25 @@ class Tracker:
         params: dict[str, Any],
         tags: dict[str, str],
         metrics: dict[str, dict],
-        artifacts: dict[str, str],
+        artifacts: dict[str, str | bytes],
         scalars: dict[str, float] | None = None,
+        histories: dict[str, list[tuple[int, float]]] | None = None,
     ) -> str:
-        """Record one finished combination; returns its run id. ``scalars`` are single-valued metrics."""
+        """Record one finished combination; returns its run id.
+
+        ``scalars`` are single-valued metrics; ``histories`` metrics over steps (MLflow draws them as curves);
+        ``artifacts`` maps a relative path (``figures/x.png`` goes in a folder) to text or bytes.
+        """
         from mlflow.entities import Metric
 
         run = self._child(run_name, params, tags)
         run_id, timestamp = run.info.run_id, run.info.start_time
+        self._log_data(run_id)
         batch = []
         for name, value in (scalars or {}).items():
             batch.append(Metric(name, _finite_or_nan(value), timestamp, 0))
+        for name, points in (histories or {}).items():
+            batch += [Metric(name, float(value), timestamp, int(step)) for step, value in points]
         for name, summary in metrics.items():
             for field in ("mean", "se", "ci_low", "ci_high"):
                 key = name if field == "mean" else f"{name}_{field}"
@@ -366,10 +385,14 @@ class Tracker:
         for start in range(0, len(batch), 900):
             self.client.log_batch(run_id, metrics=batch[start : start + 900])
         with tempfile.TemporaryDirectory() as tmp:
-            for filename, text in artifacts.items():
+            for filename, content in artifacts.items():
                 path = Path(tmp) / filename
-                path.write_text(text)
-                self.client.log_artifact(run_id, str(path))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    path.write_text(content)
+            self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, "FINISHED")
         self._open_child = None
         return run_id
@@ -403,6 +426,16 @@ class Tracker:
         self._open_child = run.info.run_id
         self._log_params(run.info.run_id, params)
         return run
+
+    def _log_data(self, run_id: str) -> None:
+        """The cohort as the run's evaluation dataset (the runs table's Dataset column)."""
+        if not self._data:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        entry = DatasetInput(Dataset(**self._data), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "evaluation")])
+        self.client.log_inputs(run_id, datasets=[entry])
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

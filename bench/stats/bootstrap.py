@@ -3,12 +3,13 @@
 The numbers themselves come from the engine (``bench.stats.engine``); this module
 decides which patients each bootstrap replicate draws, and turns per-fold values
 and replicate fold means into headline, SE, confidence interval and paired
-differences.
+differences, and a page's paired p-values into Holm-adjusted ones.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,3 +96,21 @@ def paired_difference(
     tail = min(int((paired <= 0).sum()), int((paired >= 0).sum()))
     p_value = min(1.0, 2.0 * (tail + 1) / (paired.size + 1))
     return PairedDifference(difference, low, high, p_value, int(paired.size))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the order given.
+
+    The k-th smallest of the m finite p-values becomes the running maximum of
+    ``(m - j) * p_(j)`` over j <= k (0-based), capped at 1; rejecting where the
+    adjusted p is below alpha keeps the family-wise error at most alpha. NaN
+    entries are no test: they stay NaN and do not count in m.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, math.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    steps = (m - np.arange(m)) * p[order]
+    adjusted[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+    return adjusted

@@ -258,14 +258,16 @@ class FoldMetrics:
                 f"IBS range ends at {grid[-1]:g}, past the training follow-up ({censoring.unique_time_[-1]:g})"
             )
         else:
-            g_t = censoring.predict_proba(grid)
-            g_y = censoring.predict_proba(self.f_time)
-            g_t[g_t == 0] = np.inf
-            g_y[g_y == 0] = np.inf
-            case = (self.f_time[:, None] <= grid[None, :]) & self.f_event[:, None]
-            control = self.f_time[:, None] > grid[None, :]
-            brier = np.square(survival) * case / g_y[:, None] + np.square(1.0 - survival) * control / g_t[None, :]
+            brier = brier_contributions(censoring, self.f_time, self.f_event, survival, grid)
             self.ibs_contrib = np.trapezoid(brier, grid, axis=1) / (grid[-1] - grid[0])
+
+    def aucs(self, counts: np.ndarray) -> list[np.ndarray]:
+        """The cumulative/dynamic AUC at each of the policy's horizons, per row of ``counts``."""
+        counts = np.ascontiguousarray(counts, dtype=float)
+        present = counts > 0
+        t_min = np.where(present, self.f_time, np.inf).min(axis=1)
+        t_max = np.where(present, self.f_time, -np.inf).max(axis=1)
+        return self._aucs(counts, t_min, t_max)
 
     def point(self) -> dict[str, float]:
         """The fold's values (every patient once); NaN values get a reason in ``self.reasons``."""
@@ -360,6 +362,19 @@ class FoldMetrics:
         if not t_min <= horizon < t_max:
             return f"horizon {horizon:g} outside the fold's follow-up [{t_min:g}, {t_max:g})"
         return "no cases or no controls at this horizon"
+
+
+def brier_contributions(censoring, time: np.ndarray, event: np.ndarray, survival: np.ndarray, grid: np.ndarray):
+    """Each patient's IPCW Brier score term at each time of ``grid``: (n, len(grid)); the mean over patients is the
+    Brier score (as ``sksurv.metrics.brier_score`` computes it). ``censoring`` is fitted on the training fold and
+    ``time``/``event`` are the test outcomes within its follow-up (``within_training_follow_up``)."""
+    g_t = censoring.predict_proba(grid)
+    g_y = censoring.predict_proba(time)
+    g_t[g_t == 0] = np.inf
+    g_y[g_y == 0] = np.inf
+    case = (time[:, None] <= grid[None, :]) & event[:, None]
+    control = time[:, None] > grid[None, :]
+    return np.square(survival) * case / g_y[:, None] + np.square(1.0 - survival) * control / g_t[None, :]
 
 
 def _tie_blocks(sorted_risk: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
