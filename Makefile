@@ -42,7 +42,7 @@ test: install
 bench: install
 	$(BIN)/python -m pytest tests/benchmarks -o addopts="-ra"
 
-# The simulation study behind docs/statistics.md (about a minute).
+# The simulation study behind docs/statistics.md (a few minutes).
 validate: install
 	$(BIN)/bench validate-statistics --out docs/statistics.md
 

@@ -182,6 +182,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.print:
         print(out.read_text(), end="")
     print(f"wrote {', '.join(map(str, written))}", file=sys.stderr if args.print else sys.stdout)  # one line
+    _print_comparison_hint(results, args)
     return 0
 
 
@@ -217,6 +218,7 @@ def _leaderboard_from_store(args: argparse.Namespace, page: Path) -> int:
         print(out.read_text(), end="")
     print(f"wrote {', '.join(map(str, written))} and {out.with_suffix('.json')} ({len(results.rows)} rows)",
           file=sys.stderr if args.print else sys.stdout)  # fmt: skip
+    _print_comparison_hint(results, args)
     return 0
 
 
@@ -306,6 +308,14 @@ def cmd_validate_statistics(args: argparse.Namespace) -> int:
     if args.output_json:
         write_atomic(args.output_json, json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n")
     return 0
+
+
+def _print_comparison_hint(results, args: argparse.Namespace) -> None:
+    """After a page is written: the MLflow UI's comparison URL of its rows, when the store holds their runs."""
+    from bench.report.ui import print_comparison_hint
+
+    stream = sys.stderr if args.print else sys.stdout  # with --print, stdout is the page
+    print_comparison_hint(results, args.tracking_uri, file=stream)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -207,9 +207,11 @@ def test_committed_synthetic_rows_are_reproduced(tmp_path: Path) -> None:
                      env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     committed = {(r["extractor"], r["model"]): r for r in json.loads(COMMITTED.read_text())["rows"]}
-    fresh = json.loads((tmp_path / "cheap.json").read_text())["rows"]
+    body = json.loads((tmp_path / "cheap.json").read_text())
+    fresh = body["rows"]
     noise = next(r for r in fresh if r["extractor"] == "example_noise")
     assert noise["metrics"]["c_index"]["ci_low"] < 0.5, "pure noise is not significantly better than chance"
+    _risk_groups_separate_for_the_oracle_only(body)
     fresh = [r for r in fresh if r is not noise]
     assert len(fresh) == 5
     for row in fresh:
@@ -217,6 +219,23 @@ def test_committed_synthetic_rows_are_reproduced(tmp_path: Path) -> None:
         assert row["run_name"] == ref["run_name"]
         assert row["metrics"] == ref["metrics"], (row["extractor"], row["model"])
         assert row["c_index_replicates"] == ref["c_index_replicates"]
+
+
+def _risk_groups_separate_for_the_oracle_only(body: dict) -> None:
+    """What the rows' Kaplan-Meier figures show: the true risk's tertiles separate, pure noise's do not."""
+    import numpy as np
+
+    from bench.report.figures import risk_group_summary
+
+    time = np.array(body["outcomes"]["time"], dtype=float)
+    event = np.array([c == "1" for c in body["outcomes"]["event"]])
+    assert len(time) == body["protocol"]["n"], "the first repeat has every patient once"
+    rows = {r["extractor"]: r for r in body["rows"] if r["model"] == "coxph"}
+    oracle, noise = (risk_group_summary(time, event, [int(c) for c in rows[name]["risk_groups"]])
+                     for name in ("oracle", "example_noise"))  # fmt: skip
+    low, _, high = oracle.medians
+    assert high < low and oracle.log_rank_p < 0.01, oracle
+    assert noise.log_rank_p > 0.01, noise
 
 
 PAPER = REPO / "leaderboards" / "synthetic_mm_paper.json"

@@ -168,7 +168,9 @@ def test_paired_difference_of_identical_predictions_is_exactly_zero(tmp_path: Pa
 
 def test_leaderboard_prints_one_line_and_the_page_on_request(veterans_run: dict, store: Path, tmp_path: Path) -> None:
     quiet = run_cli("leaderboard", "--from", str(store / "results.json"), "--out", str(tmp_path / "a.md"))
-    assert quiet.returncode == 0 and quiet.stdout.strip() == f"wrote {tmp_path / 'a.md'}"
+    page, forest, km = (tmp_path / name for name in ("a.md", "a.forest.svg", "a.km.svg"))
+    assert quiet.returncode == 0 and quiet.stdout.strip() == f"wrote {page}, {forest}, {km}"
+    assert forest.read_text().startswith("<?xml") and km.read_text().startswith("<?xml")
     loud = run_cli("leaderboard", "--from", str(store / "results.json"), "--out", str(tmp_path / "b.md"), "--print")
     assert loud.returncode == 0 and loud.stdout == (tmp_path / "b.md").read_text()
 

@@ -233,7 +233,7 @@ def calibration_figure(horizons, predicted, time, event, title: str, unit: str) 
         raise ValueError(f"predicted has shape {predicted.shape} but there are {len(time)} patients (time) and "
                          f"{len(horizons)} horizons; pass an array (n_patients, n_horizons)")  # fmt: skip
     with _style():
-        fig = _figure(0.4 + 3.0 * len(horizons), 3.6)
+        fig = _figure(0.4 + 3.0 * len(horizons), 4.4)
         fig.suptitle(title)
         axes = fig.subplots(1, len(horizons), squeeze=False)[0]
         for j, (ax, horizon) in enumerate(zip(axes, horizons, strict=True)):
@@ -249,7 +249,8 @@ def calibration_figure(horizons, predicted, time, event, title: str, unit: str) 
                 ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", color=_COLOURS[0], ms=4, capsize=2, lw=1.0)
             else:
                 ax.text(0.5, 0.5, "no predictions", ha="center", va="center", color="0.4", transform=ax.transAxes)
-            ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal")
+            ax.set(xlim=(0, 1), ylim=(0, 1))
+            ax.set_box_aspect(1)
             plural = "" if len(groups) == 1 else "s"
             ax.set_title(f"h = {horizon:g} {unit}\nn = {len(pred)}, {len(groups)} group{plural}", fontsize=9)
             ax.set_xlabel("mean predicted S(h)")

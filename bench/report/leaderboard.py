@@ -114,6 +114,9 @@ def _figure_section(figures: dict[str, str | None]) -> list[str]:
                 "Kaplan-Meier curves of the predicted risk tertiles (cut points from each fold's training risks, "
                 "first repeat: every patient once), 95 % bands, numbers at risk and the log-rank p.", "",
                 f"![Kaplan-Meier curves by predicted risk tertile]({figures['km']})"]  # fmt: skip
+    elif figures.get("km_missing"):
+        out += ["", f"No Kaplan-Meier figure of the best non-oracle row, {figures.get('km_row')}: "
+                f"{figures['km_missing']}."]  # fmt: skip
     return out
 
 

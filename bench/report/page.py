@@ -31,13 +31,8 @@ def kaplan_meier_path(page: Path) -> Path:
 
 
 def illustrated_row(results: Results) -> Row | None:
-    """The best-ranked row whose features read no oracle and that has risk groups, if any."""
-    if results.outcomes is None:
-        return None
-    for row in ranked(results.rows):
-        if row.risk_groups and all(part.name != ORACLE for part in row.key.features):
-            return row
-    return None
+    """The best-ranked row whose features read no oracle, if any."""
+    return next((r for r in ranked(results.rows) if all(p.name != ORACLE for p in r.key.features)), None)
 
 
 def page_files(results: Results, page: Path, source: str | None = None) -> dict[Path, str]:
@@ -49,7 +44,8 @@ def page_files(results: Results, page: Path, source: str | None = None) -> dict[
     forest = forest_figure(results)
     if forest is not None:
         files[forest_path(page)] = figures.svg_text(forest)
-    row = illustrated_row(results)
+    best = illustrated_row(results)
+    row = best if best is not None and best.risk_groups and results.outcomes is not None else None
     if row is not None:
         groups = [int(c) for c in row.risk_groups]
         figure = figures.kaplan_meier_figure(
@@ -60,7 +56,10 @@ def page_files(results: Results, page: Path, source: str | None = None) -> dict[
     links = {
         "forest": forest_path(page).name if forest is not None else None,
         "km": kaplan_meier_path(page).name if row is not None else None,
-        "km_row": str(row.key) if row is not None else None,
+        "km_row": str(best.key) if best is not None else None,
+        "km_missing": "its results file predates risk groups: regenerate it for the figure"
+        if best is not None and row is None
+        else None,
     }
     return {page: render(results, source, links), **files}
 

@@ -83,10 +83,11 @@ def fold_curves(
     reference = np.broadcast_to(np.where(at >= 0, km[np.maximum(at, 0)], 1.0), (len(f_time), len(times)))
 
     def brier(curves: np.ndarray | None) -> np.ndarray:
-        if curves is None:
-            return np.full(len(times), np.nan)
-        values = brier_contributions(censoring, f_time, f_event, np.asarray(curves, dtype=float), times).mean(axis=0)
-        return np.where(valid, values, np.nan)
+        values = np.full(len(times), np.nan)
+        if curves is not None and valid.any():  # the censoring estimate is undefined past the training follow-up
+            curves = np.asarray(curves, dtype=float)[:, valid]
+            values[valid] = brier_contributions(censoring, f_time, f_event, curves, times[valid]).mean(axis=0)
+        return values
 
     return FoldCurves(auc, replicates, brier(survival), brier(reference))
 
