@@ -278,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output went away (`bench ... | head`): nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's final flush must not fail
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except Exception as exc:  # a bug, not bad input (that is a BenchError): still one line, no traceback
         if args.debug:
             raise

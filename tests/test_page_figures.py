@@ -23,19 +23,23 @@ def demo_page(tmp_path: Path) -> Path:
     return tmp_path / "synthetic_mm.json"
 
 
-def test_check_covers_the_forest_plot(demo_page: Path) -> None:
+def test_check_covers_the_forest_plot(demo_page: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
     forest = demo_page.with_name("synthetic_mm.forest.svg")
-    assert run_cli("leaderboard", "--from", str(demo_page), "--check").returncode == 0
+    assert main(["leaderboard", "--from", str(demo_page), "--check"]) == 0
     text = forest.read_text()
     forest.write_text(text.replace("<path ", "<path stroke-width='2' ", 1))  # one altered mark, page untouched
-    stale = run_cli("leaderboard", "--from", str(demo_page), "--check")
-    assert stale.returncode == 1 and "synthetic_mm.forest.svg differs" in stale.stdout, stale.stdout
+    capsys.readouterr()
+    assert main(["leaderboard", "--from", str(demo_page), "--check"]) == 1
+    assert "synthetic_mm.forest.svg differs" in capsys.readouterr().out
     forest.unlink()
-    assert "synthetic_mm.forest.svg is missing" in run_cli("leaderboard", "--from", str(demo_page), "--check").stdout
-    wrote = run_cli("leaderboard", "--from", str(demo_page))
-    assert wrote.returncode == 0 and "synthetic_mm.forest.svg" in wrote.stdout
+    assert main(["leaderboard", "--from", str(demo_page), "--check"]) == 1
+    assert "synthetic_mm.forest.svg is missing" in capsys.readouterr().out
+    assert main(["leaderboard", "--from", str(demo_page)]) == 0
+    assert "synthetic_mm.forest.svg" in capsys.readouterr().out
     assert forest.read_text() == text, "regeneration gives back the committed bytes"
-    assert run_cli("leaderboard", "--from", str(demo_page), "--check").returncode == 0
+    assert main(["leaderboard", "--from", str(demo_page), "--check"]) == 0
 
 
 def test_figures_regenerate_byte_for_byte_in_another_process_and_setting(demo_page: Path, tmp_path: Path) -> None:
@@ -62,17 +66,21 @@ def test_the_page_links_its_figures_and_shows_the_best_non_oracle_row(demo_page:
     assert "![Kaplan-Meier curves by predicted risk tertile](synthetic_mm.km.svg)" in page
 
 
-def test_a_results_file_without_risk_groups_says_why_it_has_no_kaplan_meier_figure(tmp_path: Path) -> None:
+def test_a_results_file_without_risk_groups_says_why_it_has_no_kaplan_meier_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from bench.cli import main
+
     body = json.loads((BOARDS / "synthetic_mm.json").read_text())
     body.pop("outcomes")
     for row in body["rows"]:
         row.pop("risk_groups", None)
     results = tmp_path / "old.json"
     results.write_text(json.dumps(body))
-    assert run_cli("leaderboard", "--from", str(results)).returncode == 0
+    assert main(["leaderboard", "--from", str(results)]) == 0
     assert not (tmp_path / "old.km.svg").exists() and (tmp_path / "old.forest.svg").exists()
     assert "No Kaplan-Meier figure of the best non-oracle row" in (tmp_path / "old.md").read_text()
-    stale = tmp_path / "old.km.svg"
-    stale.write_text("<svg/>")
-    check = run_cli("leaderboard", "--from", str(results), "--check")
-    assert check.returncode == 1 and "old.km.svg is not part of the regenerated page" in check.stdout
+    (tmp_path / "old.km.svg").write_text("<svg/>")
+    capsys.readouterr()
+    assert main(["leaderboard", "--from", str(results), "--check"]) == 1
+    assert "old.km.svg is not part of the regenerated page" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Survival figures: PNG artifacts of a benchmark row and SVG files committed beside a leaderboard page.
 
-Estimates come from lifelines (Kaplan-Meier, log-rank, number at risk); this module only draws.
+Estimates come from scikit-survival (Kaplan-Meier with its log-log band, the k-sample log-rank test); this module
+only draws them (lifelines, a second of imports per process, is the tests' independent reference).
 Every figure is built and rendered under one fixed style (``_style``: matplotlib's defaults, DejaVu Sans,
 fixed sizes), never the user's matplotlibrc, so ``png_bytes`` and ``svg_text`` give the same bytes for
 the same data on any machine with the same matplotlib. The object API only: no pyplot state, no GUI.
@@ -13,7 +14,6 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.style
@@ -21,9 +21,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-
-if TYPE_CHECKING:
-    from lifelines import KaplanMeierFitter
 
 RISK_GROUPS = ("low", "intermediate", "high")  # group codes 0, 1, 2
 _COLOURS = ("#0072B2", "#E69F00", "#B2182B")  # per risk group; told apart without colour vision too
@@ -106,10 +103,32 @@ def _survival(time, event, groups=None) -> tuple[np.ndarray, np.ndarray, np.ndar
     return time, event.astype(bool), groups.astype(int)
 
 
-def _kaplan_meier(time: np.ndarray, event: np.ndarray, label: str = "KM") -> KaplanMeierFitter:
-    from lifelines import KaplanMeierFitter  # imported here: importing this module must not need lifelines
+@dataclass(frozen=True)
+class _Curve:
+    """One Kaplan-Meier estimate (scikit-survival's), from time 0, with its 95 % log-log band."""
 
-    return KaplanMeierFitter(alpha=0.05).fit(time, event, label=label)
+    time: np.ndarray
+    survival: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    def at(self, times: np.ndarray) -> np.ndarray:
+        return self.survival[np.searchsorted(self.time, times, side="right") - 1]
+
+    @property
+    def median(self) -> float:
+        """The first time the estimate is at or below 0.5; inf when it never gets there."""
+        below = np.flatnonzero(self.survival <= 0.5)
+        return float(self.time[below[0]]) if below.size else math.inf
+
+
+def _kaplan_meier(time: np.ndarray, event: np.ndarray) -> _Curve:
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    t, survival, (low, high) = kaplan_meier_estimator(event, time, conf_type="log-log")
+    if t[0] > 0:  # the curve starts at 1 at time 0
+        t, survival, low, high = np.r_[0.0, t], np.r_[1.0, survival], np.r_[1.0, low], np.r_[1.0, high]
+    return _Curve(t, survival, low, high)
 
 
 def _format_p(p: float) -> str:
@@ -118,22 +137,24 @@ def _format_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def _fit_groups(time: np.ndarray, event: np.ndarray, groups: np.ndarray) -> dict[int, KaplanMeierFitter]:
-    """A fitted lifelines KaplanMeierFitter per non-empty risk group, keyed by group code."""
-    return {code: _kaplan_meier(time[groups == code], event[groups == code], name)
-            for code, name in enumerate(RISK_GROUPS) if np.any(groups == code)}  # fmt: skip
+def _fit_groups(time: np.ndarray, event: np.ndarray, groups: np.ndarray) -> dict[int, _Curve]:
+    """The Kaplan-Meier estimate of each non-empty risk group, keyed by group code."""
+    return {code: _kaplan_meier(time[groups == code], event[groups == code])
+            for code in range(len(RISK_GROUPS)) if np.any(groups == code)}  # fmt: skip
 
 
-def _summary(
-    time: np.ndarray, event: np.ndarray, groups: np.ndarray, fitters: dict[int, KaplanMeierFitter]
-) -> RiskGroupSummary:
-    from lifelines.statistics import multivariate_logrank_test
+def _summary(time: np.ndarray, event: np.ndarray, groups: np.ndarray, curves: dict[int, _Curve]) -> RiskGroupSummary:
+    from sksurv.compare import compare_survival
+
+    from bench.data.cohort import structured_y
 
     codes = range(len(RISK_GROUPS))
     n = tuple(int(np.sum(groups == code)) for code in codes)
     events = tuple(int(np.sum(event[groups == code])) for code in codes)
-    medians = tuple(float(fitters[code].median_survival_time_) if code in fitters else math.nan for code in codes)
-    p = float(multivariate_logrank_test(time, groups, event).p_value) if len(fitters) >= 2 else math.nan
+    medians = tuple(curves[code].median if code in curves else math.nan for code in codes)
+    p = math.nan
+    if len(curves) >= 2 and event.any():  # the k-sample log-rank test
+        p = float(compare_survival(structured_y(event, time), groups)[1])
     return RiskGroupSummary(n, events, medians, p)
 
 
@@ -145,41 +166,49 @@ def risk_group_summary(time, event, groups) -> RiskGroupSummary:
 
 def kaplan_meier_figure(time, event, groups, title: str, unit: str) -> Figure:
     """KM curve with its 95 % CI per non-empty risk group, the log-rank p, and a number-at-risk table."""
-    from lifelines.plotting import add_at_risk_counts
-
     time, event, groups = _survival(time, event, groups)
     if len(time) == 0:
         raise ValueError("kaplan_meier_figure needs at least one patient, got none")
-    fitters = _fit_groups(time, event, groups)
-    summary = _summary(time, event, groups, fitters)
+    curves = _fit_groups(time, event, groups)
+    summary = _summary(time, event, groups, curves)
     with _style():
-        fig = _figure(8.0, 4.6 + 0.2 * len(fitters))
+        fig = _figure(8.0, 4.6 + 0.2 * len(curves))
         ax = fig.add_subplot()
-        for code, km in fitters.items():
+        for code, km in curves.items():
             mask, name, colour = groups == code, RISK_GROUPS[code], _COLOURS[code]
-            t = km.survival_function_.index.to_numpy(dtype=float)
-            ci = km.confidence_interval_survival_function_.to_numpy(dtype=float)
             label = f"{name} (n = {summary.n[code]}, {summary.events[code]} events)"
-            ax.step(t, km.survival_function_.to_numpy()[:, 0], where="post", color=colour, lw=1.6, label=label)
-            ax.fill_between(t, ci[:, 0], ci[:, 1], step="post", color=colour, alpha=0.18, lw=0)
+            ax.step(km.time, km.survival, where="post", color=colour, lw=1.6, label=label)
+            ax.fill_between(km.time, km.low, km.high, step="post", color=colour, alpha=0.18, lw=0)
             censored = np.unique(time[mask & ~event])
-            ax.plot(censored, km.survival_function_at_times(censored).to_numpy(), "|", color=colour, ms=5)
+            ax.plot(censored, km.at(censored), "|", color=colour, ms=5)
         xmax = float(time.max()) * 1.02 or 1.0
         ax.set(xlim=(0.0, xmax), ylim=(0.0, 1.02), title=title)
         # fixed ticks: the at-risk table is written at them, and auto ticks would move when the layout resizes
-        ax.set_xticks([tick for tick in MaxNLocator(nbins=6).tick_values(0.0, xmax) if 0.0 <= tick <= xmax])
+        ticks = [tick for tick in MaxNLocator(nbins=6).tick_values(0.0, xmax) if 0.0 <= tick <= xmax]
+        ax.set_xticks(ticks)
         ax.set_xlabel(f"time ({unit})")
         ax.set_ylabel("progression-free survival")
         ax.grid(alpha=0.3)
         ax.legend(title=f"log-rank p = {_format_p(summary.log_rank_p)}", loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), frameon=False)  # fmt: skip
-        add_at_risk_counts(*fitters.values(), ax=ax, fig=fig, labels=[RISK_GROUPS[c] for c in fitters],
-                           rows_to_show=["At risk"], fontsize=8)  # fmt: skip
-        # lifelines places the table at a fraction of the axes height, which the layout then changes;
-        # a distance in points keeps it under the x label whatever the final size.
-        table = fig.axes[-1]  # the twin axes that add_at_risk_counts made
-        table.spines["bottom"].set_position(("outward", 34))
+        _at_risk_table(ax, time, groups, list(curves), ticks)
         return _frozen(fig)
+
+
+def _at_risk_table(ax, time: np.ndarray, groups: np.ndarray, codes: list[int], ticks: list[float]) -> None:
+    """Numbers at risk (still followed: time >= t) of each group under the x ticks, a distance in points below
+    the axes so that it stays under the x label whatever the final size."""
+    below = {"xycoords": ("data", "axes fraction"), "textcoords": "offset points", "fontsize": 8,
+             "annotation_clip": False}  # fmt: skip
+    ax.annotate("At risk", (0.0, 0.0), xytext=(-8, -44), ha="right", va="top", fontweight="bold", **below)
+    for row, code in enumerate(codes):
+        offset = -44 - 12 * (row + 1)
+        ax.annotate(RISK_GROUPS[code], (0.0, 0.0), xytext=(-8, offset), ha="right", va="top",
+                    color=_COLOURS[code], **below)  # fmt: skip
+        in_group = time[groups == code]
+        for tick in ticks:
+            ax.annotate(str(int(np.sum(in_group >= tick))), (tick, 0.0), xytext=(0, offset), ha="center",
+                        va="top", **below)  # fmt: skip
 
 
 def auc_figure(times, auc, low, high, title: str, unit: str) -> Figure:

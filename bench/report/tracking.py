@@ -435,7 +435,9 @@ class Tracker:
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         entry = DatasetInput(Dataset(**self._data), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "evaluation")])
-        self.client.log_inputs(run_id, datasets=[entry])
+        # MLflow looks the dataset up, then inserts it: invocations started together would insert it twice
+        with _store_lock(self.client.tracking_uri):
+            self.client.log_inputs(run_id, datasets=[entry])
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
