@@ -192,7 +192,7 @@ def kaplan_meier_figure(time, event, groups, title: str, unit: str) -> Figure:
         ax.legend(title=f"log-rank p = {_format_p(summary.log_rank_p)}", loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), frameon=False)  # fmt: skip
         _at_risk_table(ax, time, groups, list(curves), ticks)
-        return _frozen(fig)
+        return fig
 
 
 def _at_risk_table(ax, time: np.ndarray, groups: np.ndarray, codes: list[int], ticks: list[float]) -> None:
@@ -226,7 +226,7 @@ def auc_figure(times, auc, low, high, title: str, unit: str) -> Figure:
         ax.set_ylabel("cumulative/dynamic AUC(t)")
         ax.grid(alpha=0.3)
         fig.legend(loc="outside lower center", ncols=3, frameon=False)  # never over the curves
-        return _frozen(fig)
+        return fig
 
 
 def _calibration_groups(predicted: np.ndarray) -> list[np.ndarray]:
@@ -285,7 +285,7 @@ def calibration_figure(horizons, predicted, time, event, title: str, unit: str) 
             ax.set_xlabel("mean predicted S(h)")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("observed S(h), Kaplan-Meier")
-        return _frozen(fig)
+        return fig
 
 
 def brier_figure(times, model, reference, title: str, unit: str) -> Figure:
@@ -304,7 +304,7 @@ def brier_figure(times, model, reference, title: str, unit: str) -> Figure:
         ax.set_ylabel("Brier score (lower is better)")
         ax.grid(alpha=0.3)
         fig.legend(loc="outside lower center", ncols=3, frameon=False)  # never over the curves
-        return _frozen(fig)
+        return fig
 
 
 def forest_figure(labels: Sequence[str], differences, lows, highs, title: str, xlabel: str,
@@ -345,24 +345,31 @@ def forest_figure(labels: Sequence[str], differences, lows, highs, title: str, x
             right.set_ylim(ax.get_ylim())
             right.set_yticks(y, [str(note) for note in notes])
             right.tick_params(length=0)
-        return _frozen(fig)
+        return fig
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
-    """The figure as PNG, the same bytes for the same figure (no software tag)."""
+    """The figure as PNG, the same bytes for the same figure (no software tag).
+
+    A figure not yet laid out is laid out by this one drawing (the cheap path of a row's PNG artifacts), then kept.
+    """
     buffer = io.BytesIO()
     with _style():
         fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    fig.set_layout_engine("none")
     return buffer.getvalue()
 
 
 def svg_text(fig: Figure) -> str:
-    """The figure as SVG, byte-identical across calls, processes and machines with the same matplotlib.
+    """A newly built figure as SVG, byte-identical across calls, processes and machines with the same matplotlib
+    (a figure drawn before, as PNG, keeps that drawing's layout, which depends on its resolution).
 
     No date; ids come from a fixed salt; glyphs are paths. The "Creator" tag keeps matplotlib's version
     on purpose: the paths themselves can change between matplotlib versions, and the tag says why.
     """
     buffer = io.StringIO()
     with _style():
+        if fig.get_layout_engine() is not None:
+            _frozen(fig)
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
