@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: install demo gbsg2 test bench validate readme clean
+.PHONY: install demo gbsg2 leaderboards test bench validate readme clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ gbsg2: install
 	$(BIN)/bench run --dataset gbsg2 --extractor clinical --model all --bootstrap 1000 --seed 0 $(GBSG2_BASELINE) \
 		--results leaderboards/gbsg2.json
 	$(BIN)/bench leaderboard --dataset gbsg2
+
+# Every committed page, regenerated from the command its results file records (the same script CI runs),
+# then checked against its results file.
+leaderboards: install
+	scripts/regenerate-leaderboards --bench $(BIN)/bench leaderboards
 
 # Tests run in up to 4 processes (pytest-xdist, one per core on a smaller machine), a test file per process.
 test: install

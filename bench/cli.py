@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output file (default: leaderboards/<dataset>.md, or beside --from)")
     p.add_argument("--check", action="store_true", help="regenerate in memory; exit 1 with a diff if the file differs")
     p.add_argument("--print", action="store_true", help="also print the page (it always goes to its file)")
+    p.add_argument(
+        "--check-all",
+        nargs="?",
+        const=Path("leaderboards"),
+        type=Path,
+        metavar="DIR",
+        help="check every page of DIR (default leaderboards/) against its results file, figures included; "
+        "exit 1 naming each stale page",
+    )
     _baseline_args(p, default=None)
 
     p = sub.add_parser(

@@ -156,6 +156,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.report.page import stale_page, write_page
     from bench.report.results import load_results
 
+    if args.check_all is not None:
+        return _check_all(args)
     _check_outputs(("--out", None if args.check else args.out))  # --check writes nothing
     if args.results is not None and args.dataset is not None:
         raise UsageError("give --from RESULTS.json or --dataset NAME, not both")
@@ -183,6 +185,41 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(out.read_text(), end="")
     print(f"wrote {', '.join(map(str, written))}", file=sys.stderr if args.print else sys.stdout)  # one line
     _print_comparison_hint(results, args)
+    return 0
+
+
+def _check_all(args: argparse.Namespace) -> int:
+    """``bench leaderboard --check-all [DIR]``: every page of DIR against its results file; 1 if any is stale."""
+    from bench.report.page import stale_page
+    from bench.report.results import load_results
+
+    given = [flag for flag, value in (("--from", args.results), ("--dataset", args.dataset),
+             ("--tracking-uri", args.tracking_uri), ("--out", args.out), ("--check", args.check),
+             ("--print", args.print), ("--baseline", args.baseline), ("--baseline-model", args.baseline_model))
+             if value]  # fmt: skip
+    if given:
+        raise UsageError(f"--check-all checks every page as its results file says; drop {', '.join(given)}")
+    folder = args.check_all
+    if not folder.is_dir():
+        raise UsageError(f"--check-all {str(folder)!r} is not a folder of leaderboards")
+    pages, stale = sorted(folder.glob("*.md")), []
+    orphans = [p for p in pages if not p.with_suffix(".json").is_file()]
+    for page in orphans:
+        print(f"{page}: no results file {page.with_suffix('.json').name} beside it, so it cannot be checked")
+    for results_file in sorted(folder.glob("*.json")):
+        results = load_results(results_file)
+        page = results_file.with_suffix(".md")
+        problems = stale_page(results, page, results.source)
+        if problems:
+            stale.append(page)
+            sys.stdout.write("".join(problems))
+            print(f"{page}: out of date; regenerate it with: {results.source}")
+        else:
+            print(f"{page}: ok")
+    if stale or orphans:
+        print(f"bench: {len(stale) + len(orphans)} of {len(pages)} pages in {folder} are stale or uncheckable",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

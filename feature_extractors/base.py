@@ -7,11 +7,13 @@ deterministically, without ever seeing outcomes. It declares a ``version``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +107,7 @@ class Extractor:
     version: ClassVar[str] = "1"
     Config: ClassVar[type] = NoOptions
     cacheable: ClassVar[bool] = False  # per-patient features worth caching (anything that reads images)
+    uses_torch: ClassVar[bool] = False  # computes with torch: one torch thread per patient (see ``one_thread``)
     # Options that make the extractor quick and offline, for the registry-driven contract tests
     # (e.g. {"weights": "random", "max_slices": "2"}); users never see them.
     smoke_options: ClassVar[dict[str, str]] = {}
@@ -186,12 +189,14 @@ class Extractor:
 
     def _cached_patient(self, record: PatientRecord, cache: FeatureCache | None) -> dict[str, float]:
         if cache is None:
-            return self.extract_patient(record)
+            with one_thread(self.uses_torch):
+                return self.extract_patient(record)
         key = entry_key(self.name, self.version, dataclasses.asdict(self.config), self.cache_inputs(record))
         hit = cache.get(key)
         if hit is not None:
             return dict(zip(hit["names"].tolist(), hit["values"].tolist()))
-        values = self.extract_patient(record)
+        with one_thread(self.uses_torch):
+            values = self.extract_patient(record)
         cache.put(key, {"names": np.array(list(values), dtype=str), "values": np.array(list(values.values()), float)})
         return values
 
@@ -249,6 +254,31 @@ def image_needs(inputs: StudyInputs | None, modalities: tuple[str, ...], roi: st
 def roi_inputs(record: PatientRecord, modality: str, roi: str) -> list[Path]:
     """The files an image feature of ``modality`` inside ``roi`` depends on (see ``StudyInputs.files_for``)."""
     return record.inputs.files_for(modality, roi) if record.inputs is not None else []
+
+
+@contextlib.contextmanager
+def one_thread(uses_torch: bool = False) -> Iterator[None]:
+    """Compute with one thread of torch and of BLAS/OpenMP, whatever the machine and ``OMP_NUM_THREADS``.
+
+    How many threads share a reduction (a convolution, a matrix product) changes the last bits of its float32
+    sum; a network trained on such features (DeepSurv over per-slice sequences) turns that into a visibly
+    different row. Features therefore never depend on the machine's core count: parallelism is across
+    patients (``--workers``), each computed by one thread.
+    """
+    from threadpoolctl import threadpool_limits
+
+    if uses_torch:
+        import torch  # now, not inside the computation: torch sets its thread count when it is imported
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(before)
 
 
 def _limit_threads(threads: int) -> None:

@@ -35,6 +35,7 @@ from feature_extractors.base import (
     PatientRecord,
     image_files,
     image_needs,
+    one_thread,
     option,
     patient_records,
     roi_inputs,
@@ -308,6 +309,7 @@ def _weights_digest(path: str, size: int, mtime: float) -> str:
 
 class MedSAM2MemoryExtractor(Extractor):
     name = "medsam2_memory"
+    uses_torch = True
     version = "1"
     Config = MedSAM2Config
     cacheable = True
@@ -363,7 +365,8 @@ class MedSAM2MemoryExtractor(Extractor):
             hit = cache.get(key)
             if hit is not None:
                 return hit
-        arrays = self._compute(record)
+        with one_thread(self.uses_torch):  # the same bits on any machine (see one_thread)
+            arrays = self._compute(record)
         if cache is not None and key is not None:
             cache.put(key, arrays)
         return arrays

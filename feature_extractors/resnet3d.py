@@ -189,6 +189,7 @@ def _check_geometry(config: ResNet3DConfig) -> None:
 
 class ResNet3DExtractor(Extractor):
     name = "resnet3d"
+    uses_torch = True
     version = "1"
     Config = ResNet3DConfig
     cacheable = True

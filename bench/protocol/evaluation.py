@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from bench.data.cohort import Cohort
 from bench.errors import ModelError, describe_model
@@ -92,15 +93,18 @@ def evaluate(
                 tuned[fold.key] = tune(fold.train, fold.key)
             except ModelError as exc:
                 raise exc.place(model=describe_model(make_model(None)), action="could not be tuned", fold=fold.key)
-        pre = FoldPreprocessor(blocks)
-        X_train = pre.fit_transform(fold.train)
-        X_test = pre.transform(fold.test)
-        model = make_model(tuned.get(fold.key)).with_layout(pre.layout)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")  # every occurrence counts, not the first per line
-            risk, survival = _fit_predict(model, X_train, y[fold.train], X_test, policy.ibs_times, fold.key)
-        numerical = _numerical(caught)
-        train_risk, at_times = _for_figures(model, X_train, X_test, times, fold.key)
+        # One BLAS/OpenMP thread: how many threads split a sum changes its last bits, and a learner can turn
+        # those into a visibly different row. The numbers are then the same at any OMP_NUM_THREADS.
+        with threadpool_limits(limits=1):
+            pre = FoldPreprocessor(blocks)
+            X_train = pre.fit_transform(fold.train)
+            X_test = pre.transform(fold.test)
+            model = make_model(tuned.get(fold.key)).with_layout(pre.layout)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")  # every occurrence counts, not the first per line
+                risk, survival = _fit_predict(model, X_train, y[fold.train], X_test, policy.ibs_times, fold.key)
+            numerical = _numerical(caught)
+            train_risk, at_times = _for_figures(model, X_train, X_test, times, fold.key)
         if numerical:
             fold_warnings[fold.key] = len(numerical)
             messages += [m for m in dict.fromkeys(numerical) if m not in messages]

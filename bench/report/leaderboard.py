@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from bench.plugins.labels import Baseline, RowKey
+from bench.report.provenance import describe as provenance_text
 from bench.report.results import Results, Row
 from bench.stats.bootstrap import PairedDifference, holm, paired_difference
 from bench.stats.engine import auc_key
@@ -69,6 +70,8 @@ def render(results: Results, source: str | None = None, figures: dict[str, str |
         f"| baseline | {baseline.describe()}: C-index difference on the same bootstrap replicates (paired), "
         "95 % percentile CI and two-sided bootstrap p-value |",
         _multiplicity_line(results),
+        f"| made with | {provenance_text(results.provenance)} |",
+        f"| regenerate | `{source}` |",
         "",
     ]
     table, notes = table_lines(results)

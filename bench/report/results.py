@@ -88,6 +88,7 @@ class Results:
     baseline: Baseline
     source: str  # the command that produced them, quoted on the page
     outcomes: Outcomes | None = None  # what the rows' risk groups are drawn against (Kaplan-Meier figure)
+    provenance: dict | None = None  # the versions that computed the rows (``bench.report.provenance``)
 
     @classmethod
     def from_outcome(cls, outcome: RunOutcome, baseline: Baseline, source: str) -> Results:
@@ -109,7 +110,10 @@ class Results:
             for r in outcome.results
         ]
         outcomes = Outcomes(*outcomes_of(outcome.results[0].evaluation.predictions)) if outcome.results else None
-        fresh = cls(Protocol.of(outcome.cohort, outcome.split), rows, baseline, source, outcomes)
+        from bench.report.provenance import provenance
+
+        made_with = provenance([r.key for r in outcome.results])
+        fresh = cls(Protocol.of(outcome.cohort, outcome.split), rows, baseline, source, outcomes, made_with)
         read_back = cls.from_json(json.loads(fresh.to_text()))
         for row, original in zip(read_back.rows, sorted(rows, key=lambda r: r.key.sort_key())):
             row.run_id = original.run_id
@@ -144,6 +148,8 @@ class Results:
             "baseline": self.baseline.as_json(),
             "rows": [_row_json(r) for r in sorted(self.rows, key=lambda r: r.key.sort_key())],
         }
+        if self.provenance:
+            body["provenance"] = self.provenance
         if self.outcomes is not None and any(r.risk_groups for r in self.rows):
             body["outcomes"] = {
                 "time": [_number(t) for t in self.outcomes.time],
@@ -169,7 +175,8 @@ class Results:
             for row in rows:
                 if row.risk_groups and len(row.risk_groups) != len(time):
                     raise ValueError(f"risk_groups of row {row.key} ({len(row.risk_groups)} patients, not {len(time)})")
-        return cls(protocol, rows, Baseline.from_json(body["baseline"]), body["source"], outcomes)
+        baseline = Baseline.from_json(body["baseline"])
+        return cls(protocol, rows, baseline, body["source"], outcomes, body.get("provenance"))
 
 
 def save_results(path: Path, results: Results) -> Path:
