@@ -84,3 +84,22 @@ def test_a_results_file_without_risk_groups_says_why_it_has_no_kaplan_meier_figu
     capsys.readouterr()
     assert main(["leaderboard", "--from", str(results), "--check"]) == 1
     assert "old.km.svg is not part of the regenerated page" in capsys.readouterr().out
+
+
+def test_check_all_fails_on_any_stale_page_and_ci_runs_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
+    boards = tmp_path / "leaderboards"
+    shutil.copytree(BOARDS, boards)
+    assert main(["leaderboard", "--check-all", str(boards)]) == 0
+    assert capsys.readouterr().out.count(": ok") == len(list(BOARDS.glob("*.json")))
+    page = boards / "gbsg2.md"
+    page.write_text(page.read_text().replace("| 1 | clinical |", "| 1 | clinical (edited) |"))
+    assert main(["leaderboard", "--check-all", str(boards)]) == 1
+    assert f"{page}: out of date; regenerate it with: bench run --dataset gbsg2" in capsys.readouterr().out
+    (boards / "orphan.md").write_text("# a page nobody can regenerate\n")
+    page.write_text((BOARDS / "gbsg2.md").read_text())
+    assert main(["leaderboard", "--check-all", str(boards)]) == 1
+    assert "orphan.md: no results file orphan.json beside it" in capsys.readouterr().out
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in ci and ci.rstrip().endswith("bench leaderboard --check-all")

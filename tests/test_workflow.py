@@ -26,7 +26,7 @@ FEATURE_CACHE = "~/.cache/prognosis-bench/cache"
 COMMIT_MESSAGE = "Regenerate leaderboards [skip ci]"
 
 # Cheap enough for a test (about ten seconds): one clinical Cox row on a built-in tabular dataset.
-TINY = "bench run --dataset gbsg2 --extractor clinical --model coxph --bootstrap 20 --seed 0 --results leaderboards/tiny.json"
+TINY = "bench run --dataset veterans --extractor clinical --model coxph --bootstrap 20 --seed 0 --results leaderboards/tiny.json"
 
 
 # --- the workflow -------------------------------------------------------------------------------------------

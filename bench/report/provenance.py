@@ -3,31 +3,43 @@ the numbers, recorded in the results file when the rows are computed and stated 
 
 from __future__ import annotations
 
-import sys
 from importlib import metadata
 
 from bench.plugins.labels import RowKey
 
-# Libraries whose version changes numbers: always scikit-survival (every metric); the others where a row used them.
-LIBRARIES = ("scikit-survival", "torch", "sam2", "pyradiomics-bhklab")
-_MODULES = {"scikit-survival": "sksurv", "torch": "torch", "sam2": "sam2", "pyradiomics-bhklab": "radiomics"}
+ALWAYS = ("scikit-survival",)  # every metric is computed with it
 
 
 def provenance(keys: list[RowKey]) -> dict:
-    """The versions behind rows ``keys``, computed in this process (a library counts once it has been imported)."""
+    """The versions behind rows ``keys``: prognosis-bench, each plugin's distribution, scikit-survival, and the
+    libraries the plugins' extras require (torch for ``[deep]``, sam2 for ``[medsam2]``, pyradiomics for
+    ``[radiomics]``), as installed here."""
     from bench.plugins.registry import EXTRACTORS, MODELS
 
-    plugins = {}
+    plugins, libraries = {}, set(ALWAYS)
     for key in keys:
         for registry, label in [*((EXTRACTORS, part) for part in key.features), (MODELS, key.model)]:
             entry = registry.entry(label.name)
             plugins[f"{registry.kind} {label.name}"] = f"{entry.distribution} {entry.version}"
-    libraries = {name: _version(name) for name in LIBRARIES if _MODULES[name] in sys.modules}
+            libraries |= _extra_requirements(entry.distribution, entry.extras)
+    versions = {name: _version(name) for name in sorted(libraries)}
     return {
         "prognosis-bench": _version("prognosis-bench"),
         "plugins": dict(sorted(plugins.items())),
-        "libraries": {k: v for k, v in libraries.items() if v},
+        "libraries": {k: v for k, v in versions.items() if v},
     }
+
+
+def _extra_requirements(distribution: str, extras: tuple[str, ...]) -> set[str]:
+    """The names of the distributions that ``distribution``'s ``extras`` require (from its metadata)."""
+    from packaging.requirements import Requirement
+
+    names = set()
+    for line in metadata.requires(distribution) or []:
+        requirement = Requirement(line)
+        if requirement.marker is not None and any(requirement.marker.evaluate({"extra": e}) for e in extras):
+            names.add(requirement.name)
+    return names
 
 
 def describe(record: dict | None) -> str:
