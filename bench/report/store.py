@@ -61,7 +61,7 @@ def results_from_store(
             f"MLflow store {uri!r} has no experiment {dataset!r}; run `bench run --dataset ... --tracking-uri {uri}` "
             "first, or give the dataset name the runs were logged under"
         )
-    runs = _finished_runs(mlflow_client, exp)
+    runs = finished_runs(mlflow_client, exp)
     if not runs:
         raise UsageError(f"experiment {dataset!r} in {uri!r} has no finished run to put on a page")
     runs = _one_cohort(runs, dataset, fingerprint)
@@ -88,7 +88,7 @@ def results_from_store(
     return Results.from_json(json.loads(results.to_text()))  # exactly as its results file will read back
 
 
-def _finished_runs(mlflow_client, experiment: str) -> list[StoredRun]:
+def finished_runs(mlflow_client, experiment: str) -> list[StoredRun]:
     from mlflow.entities import ViewType
 
     found, token = [], None

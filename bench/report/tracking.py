@@ -55,7 +55,7 @@ def open_store(tracking_uri: str | None):
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri or DEFAULT_TRACKING_URI
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     _check_uri(uri, db)
     from mlflow.tracking import MlflowClient
 
@@ -76,10 +76,10 @@ def check_tracking_uri(tracking_uri: str | None) -> None:
     """What can be seen wrong with a tracking URI without importing MLflow or touching the store (a
     ``UsageError`` naming it): checked first, before the cohort is loaded; ``open_store`` checks the rest."""
     uri = tracking_uri or DEFAULT_TRACKING_URI
-    _check_uri(uri, _sqlite_path(uri))
+    _check_uri(uri, sqlite_path(uri))
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///PATH`` URI; None for other stores and in-memory databases."""
     if not uri.startswith("sqlite:///"):
         return None
@@ -153,7 +153,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     started together on one store would do both twice. The lock file is in the tools cache, named by the
     store's resolved path, so nothing is left beside the user's store.
     """
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     handle = None
     if db is not None:
         try:
@@ -245,7 +245,7 @@ def _describe_experiment(mlflow_client, experiment: str, description: str) -> No
 
 def _artifact_location(mlflow_client, dataset: str) -> str | None:
     """Artifacts beside a local SQLite store, so the store folder holds everything."""
-    db = _sqlite_path(mlflow_client.tracking_uri)
+    db = sqlite_path(mlflow_client.tracking_uri)
     if db is not None:
         return (db.resolve().parent / "mlartifacts" / dataset).as_uri()
     return None

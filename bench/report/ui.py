@@ -29,7 +29,7 @@ from typing import IO
 from urllib.parse import quote
 
 from bench.errors import BenchError, UsageError
-from bench.report.tracking import DEFAULT_TRACKING_URI, _sqlite_path, check_tracking_uri
+from bench.report.tracking import DEFAULT_TRACKING_URI, check_tracking_uri, sqlite_path
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 DEFAULT_PORT = 5000  # MLflow's own
@@ -60,14 +60,14 @@ def leaderboard_run_ids(mlflow_client, results) -> tuple[str | None, list[str]]:
     A row's run is the latest finished combination run named as the row (names are deterministic per
     configuration, data, split and seed); a row without one is left out. (None, []) without the experiment.
     """
-    from bench.report.store import _finished_runs
+    from bench.report.store import finished_runs
     from bench.report.tracking import experiment_id
 
     experiment = experiment_id(mlflow_client, results.protocol.dataset, create=False)
     if experiment is None:
         return None, []
     latest: dict[str, tuple[int, str]] = {}
-    for run in _finished_runs(mlflow_client, experiment):
+    for run in finished_runs(mlflow_client, experiment):
         if run.run_name not in latest or run.started > latest[run.run_name][0]:
             latest[run.run_name] = (run.started, run.run_id)
     return experiment, [latest[row.run_name][1] for row in results.rows if row.run_name in latest]
@@ -82,7 +82,7 @@ def print_comparison_hint(
     or unreadable only means there is nothing to point at. A missing SQLite store is not created.
     """
     uri = tracking_uri or DEFAULT_TRACKING_URI
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if not results.rows or (db is not None and not db.is_file()):
         return
     server = uri.lower().startswith(("http://", "https://"))
@@ -123,7 +123,7 @@ def check_store(tracking_uri: str | None) -> str:
     if uri.lower().startswith(("http://", "https://")):
         raise UsageError(f"tracking URI {uri!r} is an MLflow server already: open {uri} in a browser")
     check_tracking_uri(uri)
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise UsageError(
             f"no MLflow store {str(db)!r} (tracking URI {uri!r}); make one with `bench run --tracking-uri {uri}` "
@@ -201,7 +201,7 @@ def start_server(uri: str, host: str, port: int, timeout: float = STARTUP_TIMEOU
     location the server reads directly); the artifact root served for anything created through the UI is the
     same folder.
     """
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     artifacts = (db.resolve().parent if db is not None else Path.cwd()) / "mlartifacts"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
                "--port", str(port), "--workers", "1", "--artifacts-destination", str(artifacts)]  # fmt: skip
