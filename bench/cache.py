@@ -9,12 +9,15 @@ deleted and recomputed, never used.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import hashlib
 import json
 import os
 import shutil
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +27,29 @@ from bench.errors import BadInputError
 
 
 def cache_root() -> Path:
-    """Where features and computed masks are cached: ``$BENCH_CACHE_DIR`` or ``~/.cache/prognosis-bench/cache``."""
+    """Where features and computed masks are cached: ``$BENCH_CACHE_DIR`` or ``~/.cache/prognosis-bench/cache``.
+
+    Within ``cache_root_as(folder)`` it is that folder: a cluster worker that shares its client's cache.
+    """
+    given = _ROOT.get()
+    if given is not None:
+        return given
     env = os.environ.get("BENCH_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "prognosis-bench" / "cache"
+
+
+_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("bench_cache_root", default=None)
+
+
+@contextlib.contextmanager
+def cache_root_as(folder: Path | None) -> Iterator[None]:
+    """``cache_root()`` is ``folder`` within the block (in this thread only); None leaves it as it is."""
+    token = _ROOT.set(Path(folder)) if folder is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _ROOT.reset(token)
 
 
 def tools_dir() -> Path:

@@ -56,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the results file that `bench leaderboard` renders pages from (e.g. leaderboards/<dataset>.json)",
     )
     p.add_argument("--output-json", type=Path, metavar="PATH", help="also write the run's results with MLflow run ids")
-    p.add_argument("--workers", type=int, default=1, help="local processes for feature extraction (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="N > 1: a local Dask cluster of N processes extracts features and fits folds (default 1: this process)",
+    )
+    _scheduler_arg(p)
     p.add_argument(
         "--weights",
         metavar="PATH|random",
@@ -70,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, required=True, help="grid config, e.g. configs/demo.yaml")
     p.add_argument("--dataset", help="run the config on this dataset or manifest instead of its own")
     p.add_argument("--bootstrap", type=int, metavar="B", help="override the config's bootstrap replicates")
-    p.add_argument("--workers", type=int, help="override the config's extraction processes")
+    p.add_argument("--workers", type=int, help="override the config's local Dask workers (processes)")
+    _scheduler_arg(p)
     p.add_argument("--weights", metavar="PATH|random", help="override the config's weights")
     p.add_argument("--leaderboard", type=Path, metavar="PATH", help="write the leaderboard here (and PATH.json)")
     p.add_argument("--plan", action="store_true", help="check the config and list its rows; compute nothing")
@@ -261,6 +268,15 @@ def _tuning_args(p: argparse.ArgumentParser) -> None:
         "--optuna-storage",
         metavar="URL",
         help="Optuna storage, e.g. sqlite:///optuna.db, so trials persist and workers can share them",
+    )
+
+
+def _scheduler_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run extraction and fits on this existing Dask cluster (default: $BENCH_DASK_SCHEDULER, then a grid "
+        "config's scheduler:); see docs/scaling.md",
     )
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.executor import SCHEDULER_ENV
 
 DEFAULT_DATASET = "synthetic_mm"
 
@@ -67,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tau=args.tau,
         weights=args.weights,
         workers=args.workers,
+        scheduler=args.scheduler or os.environ.get(SCHEDULER_ENV) or None,
         tune=args.tune,
         tune_inner_folds=args.tune_inner_folds,
         optuna_storage=args.optuna_storage,
@@ -123,6 +126,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from bench.report.results import Results, save_results
 
     overrides = {"dataset": args.dataset, "bootstrap": args.bootstrap, "workers": args.workers}
+    overrides["scheduler"] = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
     overrides.update({"weights": args.weights, "tracking_uri": args.tracking_uri})
     config = load_config(args.config, overrides)
     board = args.leaderboard or (config.leaderboard if not args.dataset else None)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import multiprocessing
-import os
+import logging
 import sys
+import time
+import uuid
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bench.cache import FeatureCache, entry_key
+from bench.cache import FeatureCache, cache_root, cache_root_as, entry_key
 from bench.data.cohort import Cohort, ColumnSpec
 from bench.data.inputs import StudyInputs, study_inputs
 from bench.errors import (
@@ -35,6 +35,7 @@ from bench.errors import (
     UsageError,
     WeightsError,
 )
+from bench.executor import GPU, Executor, open_executor
 
 # Re-exported so plugins declare option constraints from here (see bench.plugins.options).
 from bench.plugins.options import AnyOf, ExistingFile, Increasing, Interval, Length, OneOf, option  # noqa: F401
@@ -116,11 +117,17 @@ class Extractor:
         self.config = config if config is not None else self.Config()
 
     def extract(
-        self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None, workers: int = 1
+        self,
+        cohort: Cohort,
+        progress: bool = True,
+        cache: FeatureCache | None = None,
+        workers: int = 1,
+        executor: Executor | None = None,
     ) -> FeatureBlock:
         """Features for every sample of ``cohort``; the default calls ``extract_patient`` per sample.
 
-        With ``workers`` > 1 patients are extracted in that many local processes.
+        Patients run on ``executor`` (see ``bench.executor``), or, without one, in this process, or with
+        ``workers`` > 1 on a local Dask cluster of that many processes.
         """
         records = patient_records(cohort)
         if not records:
@@ -130,14 +137,17 @@ class Extractor:
         rows: dict[str, dict[str, float]] = {}
         failures: list[tuple[str, BaseException]] = []
         bar = tqdm(total=len(records), desc=f"extract {self.name}", unit="patient", disable=not progress, leave=False)
-        for record, outcome in self._run_patients(records, cache, workers):
-            if isinstance(outcome, BaseException):  # reported below; the others keep their cached features
-                failures.append((record.sample_id, outcome))
-            else:
-                rows[record.sample_id] = outcome
-            bar.update()
+        with _executor(executor, workers) as runner:
+            for record, outcome in self._run_patients(records, cache, runner):
+                if isinstance(outcome, BaseException):  # reported below; the others keep their cached features
+                    failures.append((record.sample_id, outcome))
+                else:
+                    rows[record.sample_id] = outcome
+                bar.update()
         bar.close()
         if failures:
+            order = {sid: i for i, sid in enumerate(cohort.sample_ids)}
+            failures.sort(key=lambda failure: order[failure[0]])  # in cohort order, however the tasks finished
             raise extraction_failure(self.name, failures, len(records), cache is not None and bool(rows), cohort)
         names = list(next(iter(rows.values())))
         for sid, values in rows.items():
@@ -148,19 +158,56 @@ class Extractor:
         )
         return FeatureBlock(self.name, frame.astype(float), {c: ColumnSpec("numeric") for c in names})
 
-    def _run_patients(self, records: list[PatientRecord], cache: FeatureCache | None, workers: int):
-        """(record, features or the exception it raised), in completion order."""
-        if workers <= 1 or len(records) <= 1:
-            for record in records:
-                yield record, _attempt(self, record, cache)
+    def _run_patients(self, records: list[PatientRecord], cache: FeatureCache | None, executor: Executor):
+        """(record, features or the exception it raised), in completion order.
+
+        Cache hits are served here; each miss is a task of ``executor`` that carries the record (paths, never
+        images) and its cache key, and either writes the entry itself (a worker that sees this cache) or
+        returns it to be written here.
+        """
+        todo: list[tuple[PatientRecord, str | None]] = []
+        for record in records:
+            key = self.cache_key(record) if cache is not None else None
+            hit = cache.get(key) if cache is not None and key is not None else None
+            if hit is not None:
+                yield record, self.entry_features(hit)
+            else:
+                todo.append((record, key))
+        if not todo:
             return
-        # spawn, not fork: a forked child of a process that already runs torch threads can deadlock
-        context = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
-            futures = {pool.submit(_attempt, self, record, cache): record for record in records}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+
+        def lost(i: int, exc: BaseException) -> tuple[BaseException, None]:
+            sid = todo[i][0].sample_id
+            return ExtractionError(f"patient {sid!r}: every Dask worker that ran it died (out of memory?); "
+                                   "see the workers' logs"), None  # fmt: skip
+
+        with _cache_route(cache, executor) as route:
+            tasks = [(self, record, key, route) for record, key in todo]
+            resources = {GPU: 1} if str(getattr(self.config, "device", "cpu")).startswith("cuda") else None
+            for i, (outcome, entry) in executor.map(
+                patient_task, tasks, name=f"extract_{self.name}", resources=resources, lost=lost
+            ):
+                record, key = todo[i]
+                if entry is not None and cache is not None and key is not None:
+                    cache.put(key, entry)  # the worker does not see this cache: its entry is written here
+                yield record, outcome
+
+    def cache_key(self, record: PatientRecord) -> str:
+        """The content address of this patient's cache entry: name, version, options and input files."""
+        return entry_key(self.name, self.version, self.cache_options(), self.cache_inputs(record))
+
+    def cache_options(self) -> dict[str, Any]:
+        """What of the options (and of anything else that fixes the features) goes into the cache key."""
+        return dataclasses.asdict(self.config)
+
+    def compute_entry(self, record: PatientRecord) -> dict[str, np.ndarray]:
+        """The arrays cached for one patient (computed with one thread); by default its named feature vector."""
+        values = self.extract_patient(record)
+        return {"names": np.array(list(values), dtype=str), "values": np.array(list(values.values()), float)}
+
+    def entry_features(self, entry: dict[str, np.ndarray]) -> dict[str, float]:
+        """A patient's features from its cache entry (see ``compute_entry``)."""
+        return dict(zip(entry["names"].tolist(), entry["values"].tolist()))
 
     def missing_inputs(self, inputs: StudyInputs | None) -> str:
         """Why a study cannot give this extractor's features ("" when it can): checked before any work.
@@ -186,19 +233,6 @@ class Extractor:
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
         """The files whose content determines this patient's features (part of the cache key)."""
         return record.inputs.all_files() if record.inputs is not None else []
-
-    def _cached_patient(self, record: PatientRecord, cache: FeatureCache | None) -> dict[str, float]:
-        if cache is None:
-            with one_thread(self.uses_torch):
-                return self.extract_patient(record)
-        key = entry_key(self.name, self.version, dataclasses.asdict(self.config), self.cache_inputs(record))
-        hit = cache.get(key)
-        if hit is not None:
-            return dict(zip(hit["names"].tolist(), hit["values"].tolist()))
-        with one_thread(self.uses_torch):
-            values = self.extract_patient(record)
-        cache.put(key, {"names": np.array(list(values), dtype=str), "values": np.array(list(values.values()), float)})
-        return values
 
 
 def extraction_failure(
@@ -281,22 +315,93 @@ def one_thread(uses_torch: bool = False) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def _limit_threads(threads: int) -> None:
-    """Share the cores among the worker processes: oversubscribed OpenMP threads make torch many times slower."""
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = str(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+@dataclass(frozen=True)
+class CacheRoute:
+    """Where a patient task's cache entry goes: into this cache, when the worker sees it, or back to the client.
+
+    ``marker`` is a file the client wrote into ``features``: a worker that does not see it (another machine,
+    no shared filesystem) returns the entry instead. Empty in this process, where the cache is the client's.
+    """
+
+    features: Path  # the client's feature-cache folder
+    root: Path | None = None  # the client's cache root (derived masks); None: the worker's own
+    marker: str = ""
+
+    def reachable(self) -> bool:
+        if not self.marker:
+            return True
+        try:
+            return (self.features / self.marker).is_file()
+        except OSError:
+            return False
 
 
-def _attempt(extractor: Extractor, record: PatientRecord, cache: FeatureCache | None):
-    """One patient's features, or the exception (returned, so one failure does not stop the others)."""
+def patient_task(
+    extractor: Extractor, record: PatientRecord, key: str | None, route: CacheRoute | None
+) -> tuple[dict[str, float] | BaseException, dict[str, np.ndarray] | None]:
+    """One patient, where the executor runs it: (features or the exception raised, the entry for the client to
+    write, when this worker does not see the cache; else None).
+
+    A failure is returned, not raised, so that one patient does not stop the others. A task that runs again (its
+    first worker died) finds the entry the first one wrote and computes nothing.
+    """
     try:
-        return extractor._cached_patient(record, cache)
+        if key is None:  # nothing to cache
+            with one_thread(extractor.uses_torch):
+                return extractor.extract_patient(record), None
+        shared = route is not None and route.reachable()
+        with cache_root_as(route.root if shared and route is not None else None):
+            cache = FeatureCache(route.features) if shared and route is not None else None
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None:
+                LOG.debug("%s: %s was cached", extractor.name, record.sample_id)
+                return extractor.entry_features(hit), None
+            started = time.perf_counter()
+            with one_thread(extractor.uses_torch):
+                entry = extractor.compute_entry(record)
+            if cache is not None:
+                cache.put(key, entry)
+            LOG.info("%s: computed %s in %.1f s", extractor.name, record.sample_id, time.perf_counter() - started)
+            return extractor.entry_features(entry), (None if cache is not None else entry)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one patient is reported with the others
-        return exc
+        return exc, None
+
+
+LOG = logging.getLogger("bench.extract")  # on a worker: DASK_LOGGING__BENCH=info shows one line per patient
+
+
+@contextlib.contextmanager
+def _executor(executor: Executor | None, workers: int) -> Iterator[Executor]:
+    if executor is not None:
+        yield executor
+        return
+    with open_executor(workers, announce=False) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def _cache_route(cache: FeatureCache | None, executor: Executor) -> Iterator[CacheRoute | None]:
+    """The route of this extraction's entries; on a cluster the client asks its workers whether they see the cache:
+    it writes a marker file into the cache folders and every worker reads it back (``Executor.sees``)."""
+    if cache is None:
+        yield None
+        return
+    if type(executor) is Executor:  # this process: the cache is its own
+        yield CacheRoute(cache.root)
+        return
+    marker = f".shared-{uuid.uuid4().hex}"
+    folders = list(dict.fromkeys([cache.root, cache_root()]))
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / marker).write_text(marker)
+        shared = all(executor.sees(folder, marker) for folder in folders)
+        yield CacheRoute(cache.root, cache_root(), marker) if shared else None
+    finally:
+        for folder in folders:
+            (folder / marker).unlink(missing_ok=True)
 
 
 def patient_records(cohort: Cohort) -> list[PatientRecord]:

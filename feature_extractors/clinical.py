@@ -10,6 +10,6 @@ class ClinicalExtractor(Extractor):
     name = "clinical"
     version = "1"
 
-    def extract(self, cohort: Cohort, progress: bool = True, cache=None, workers: int = 1) -> FeatureBlock:
+    def extract(self, cohort: Cohort, progress: bool = True, cache=None, **kwargs) -> FeatureBlock:
         columns = dict(cohort.columns)
         return FeatureBlock(self.name, cohort.clinical[list(columns)].copy(), columns)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from bench.cache import FeatureCache, entry_key
+from bench.cache import FeatureCache
 from bench.data.cohort import Cohort
 from bench.data.inputs import StudyInputs
 from bench.errors import UsageError
@@ -356,20 +356,27 @@ class MedSAM2MemoryExtractor(Extractor):
 
     def embeddings(self, record: PatientRecord, cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
         """The cached arrays of one study (computed on a miss)."""
-        key = None
-        if cache is not None:
-            options = {**dataclasses.asdict(self.config), "_meta": self._meta()}
-            for unused in ("batch_size", "pool"):  # neither changes the cached arrays: poolings share entries
-                options.pop(unused)
-            key = entry_key(self.name, self.version, options, self.cache_inputs(record))
-            hit = cache.get(key)
-            if hit is not None:
-                return hit
+        key = self.cache_key(record) if cache is not None else None
+        hit = cache.get(key) if cache is not None and key is not None else None
+        if hit is not None:
+            return hit
         with one_thread(self.uses_torch):  # the same bits on any machine (see one_thread)
-            arrays = self._compute(record)
+            arrays = self.compute_entry(record)
         if cache is not None and key is not None:
             cache.put(key, arrays)
         return arrays
+
+    def cache_options(self) -> dict[str, Any]:
+        options = {**dataclasses.asdict(self.config), "_meta": self._meta()}
+        for unused in ("batch_size", "pool"):  # neither changes the cached arrays: poolings share entries
+            options.pop(unused)
+        return options
+
+    def compute_entry(self, record: PatientRecord) -> dict[str, np.ndarray]:
+        return self._compute(record)
+
+    def entry_features(self, entry: dict[str, np.ndarray]) -> dict[str, float]:
+        return self._features(entry)
 
     def _compute(self, record: PatientRecord) -> dict[str, np.ndarray]:
         import SimpleITK as sitk
@@ -386,9 +393,6 @@ class MedSAM2MemoryExtractor(Extractor):
 
     def extract_patient(self, record: PatientRecord) -> dict[str, float]:
         return self._features(self.embeddings(record))
-
-    def _cached_patient(self, record: PatientRecord, cache: FeatureCache | None) -> dict[str, float]:
-        return self._features(self.embeddings(record, cache))
 
     def _features(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
         vector = np.asarray(arrays["pooled"], dtype=np.float64).mean(axis=0)

@@ -29,7 +29,7 @@ class OracleExtractor(Extractor):
     version = "1"
     Config = OracleConfig
 
-    def extract(self, cohort: Cohort, progress: bool = True, cache=None, workers: int = 1) -> FeatureBlock:
+    def extract(self, cohort: Cohort, progress: bool = True, cache=None, **kwargs) -> FeatureBlock:
         truth = cohort.truth
         if truth is None:
             raise UsageError(

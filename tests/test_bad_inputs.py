@@ -1,13 +1,25 @@
 """Hostile inputs through the real CLI, one declarative case each (``tests/bad_inputs/cases.yaml``).
 
 Every case damages a copy of one small cohort (or passes bad arguments) and runs ``bench`` in a
-subprocess in a folder of its own. It must exit with the declared code and, when it fails, print
+process and a folder of its own. It must exit with the declared code and, when it fails, print
 exactly one line on stderr that names what is at fault, and leave nothing behind: no feature cached
 for what failed, no FINISHED MLflow run, no results, leaderboard or JSON file, no temporary file.
 The same bad input given to ``bench data check`` and to ``bench run`` gives the same exit code.
 
 A session fixture builds the cohort once and runs every case a few at a time; each test only reads
 its case's outcome.
+
+How a case's process starts: forked from a server that has imported bench, mlflow, pandas, SimpleITK...
+once (``bench.testing.fork_cli``), since those imports are most of what a failing invocation costs. The
+child is still a fresh OS process running ``python -m bench``'s ``__main__`` in the case's folder, with the
+case's environment, stdout and stderr of its own and its real exit status; nothing a case computes is ever
+seen by another (the server only imports). A case runs in a plain ``python -m bench`` subprocess instead when
+  - its command computes with torch (``SUBPROCESS``: resnet3d, medsam2): the child would start torch's thread
+    pools in a process forked from one with other threading runtimes (OpenBLAS, OpenMP) already loaded;
+  - its environment differs from the server's in a variable other than ``BENCH_*`` (``fork_cli`` decides:
+    a ``PYTHON*``, locale or library variable may have been read at start-up or import);
+  - or the server cannot serve (not Linux; its imports printed something or started a thread).
+A case that tests ``python -m bench`` itself or a plugin's import at start-up belongs with the subprocesses too.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +45,15 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
+from bench.testing import ForkServer, fork_cli
+
 REPO = Path(__file__).resolve().parents[1]
 CASES_FILE = Path(__file__).parent / "bad_inputs" / "cases.yaml"
 DICOM = REPO.parent / "shared" / "data" / "ibsi_sts" / "dicom"
 COHORT = "bad_inputs"  # the manifest's name, hence splits/bad_inputs/cv5.json
 PATIENTS = ("MM0001", "MM0002", "MM0003", "MM0005")  # 2 events and 2 censored: enough for a 2-fold split
 MASK = "mask_bone"  # a supplied ROI (cortical bone and marrow): no mask is ever computed
-WORKERS = 3  # subprocesses at once: most cases wait on imports, not on the CPU
+WORKERS = 3  # cases at once: most wait on files and imports, not on the CPU
 MARKER = "PWNED"  # what a YAML tag or a pickle that executes code would create in the case folder
 OUTPUTS = ("results.json", "out.json", "board.md", "board.json", "input.md", "leaderboards")
 CHECK_SUMMARY = re.compile(r"^bench: \d+ problem\(s\) in ")  # `data check` lists its problems on stdout
@@ -75,6 +90,7 @@ TEMPLATES: dict[str, tuple[list[str], dict[str, list[str]]]] = {
     "cache-clear": (["cache", "clear"], {}),
 }
 HEAVY = ("run-radiomics", "run-resnet3d", "run-medsam2")  # started first, so the pool ends together
+SUBPROCESS = ("run-resnet3d", "run-medsam2")  # torch: never forked (see the module's docstring)
 
 # ------------------------------------------------------------------------------------------ the corpus
 
@@ -351,10 +367,12 @@ class Outcome:
     stdout: str
     stderr: str
     seconds: float
+    forked: bool
 
     def report(self) -> str:
+        how = "forked from the server" if self.forked else "a subprocess"
         return (
-            f"$ bench {shlex.join(self.argv)}\nexit {self.returncode} after {self.seconds:.1f} s\n"
+            f"$ bench {shlex.join(self.argv)}\nexit {self.returncode} after {self.seconds:.1f} s ({how})\n"
             f"--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
         )
 
@@ -376,24 +394,28 @@ def argv(command: str, options: dict, subs: dict[str, str]) -> list[str]:
     return [substitute(w, subs) for w in [*words, *(w for flag, values in flags.items() for w in (flag, *values))]]
 
 
-def bench(args: list[str], folder: Path, env: dict[str, str]) -> tuple[int, str, str]:
+def bench(args: list[str], folder: Path, env: dict[str, str], server: ForkServer | None) -> tuple[int, str, str]:
+    """``python -m bench ARGS`` in ``folder``: forked from ``server``, or a plain subprocess when it is None."""
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench", *args],
-            check=False,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            cwd=folder,
-            env=env,
-            timeout=300,
-        )
+        if server is not None:
+            done = fork_cli(args, cwd=folder, env=env, timeout=300, errors="replace", server=server)
+        else:
+            done = subprocess.run(
+                [sys.executable, "-m", "bench", *args],
+                check=False,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                cwd=folder,
+                env=env,
+                timeout=300,
+            )
     except subprocess.TimeoutExpired as exc:
         return -9, str(exc.stdout or ""), f"timed out after {exc.timeout} s"
     return done.returncode, done.stdout, done.stderr
 
 
-def run_case(case: Case, base: Path, root: Path) -> Outcome:
+def run_case(case: Case, base: Path, root: Path, server: ForkServer) -> Outcome:
     folder = root / case.folder_name
     folder.mkdir()
     subs = {
@@ -412,14 +434,26 @@ def run_case(case: Case, base: Path, root: Path) -> Outcome:
         damage.apply(op)
     damage.write()
     args = argv(case.command, case.options, subs)
+    forked = case.command not in SUBPROCESS and not server.refuses(env)
     start = time.perf_counter()
-    code, out, err = bench(args, folder, env)
-    return Outcome(folder, Path(subs["cache"]), args, code, out, err, time.perf_counter() - start)
+    code, out, err = bench(args, folder, env, server if forked else None)
+    return Outcome(folder, Path(subs["cache"]), args, code, out, err, time.perf_counter() - start, forked)
+
+
+@pytest.fixture(scope="session")
+def bad_input_server() -> Iterator[ForkServer]:
+    """The fork server the cases start from; its imports run while the cohort is built."""
+    server = ForkServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")
 def bad_input_outcomes(
-    bad_input_base: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    bad_input_server: ForkServer,
+    bad_input_base: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> dict[str, Outcome]:
     """Every selected case (all, unless -k chose some), run once; heavy ones first so that the pool ends together."""
     selected = {
@@ -430,7 +464,7 @@ def bad_input_outcomes(
     root = tmp_path_factory.mktemp("bad-inputs")
     todo = sorted((c for c in CASES if c.id in selected and not c.skip), key=lambda c: c.command not in HEAVY)
     with ThreadPoolExecutor(WORKERS) as pool:
-        futures = {c.id: pool.submit(run_case, c, bad_input_base, root) for c in todo}
+        futures = {c.id: pool.submit(run_case, c, bad_input_base, root, bad_input_server) for c in todo}
         return {case_id: future.result() for case_id, future in futures.items()}
 
 

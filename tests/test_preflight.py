@@ -94,7 +94,9 @@ def test_bad_options_exit_2_from_run_and_grid(env: Path, synthetic_data: Path, c
     manifest = _cohort(env / "five", synthetic_data)
     for extra, said in ((["--bootstrap", "-5"], "--bootstrap"), (["--split", "nosuch"], "no split 'nosuch'"),
                         (["--tune", "-1"], "--tune"), (["--workers", "0"], "--workers"),
-                        (["--workers", "-3"], "--workers")):  # fmt: skip
+                        (["--workers", "-3"], "--workers"),
+                        (["--scheduler", "localhost"], "--scheduler must be a Dask scheduler address like tcp://"),
+                        (["--scheduler", "tcp://127.0.0.1:9"], "cannot reach the Dask scheduler at tcp://127.0.0.1:9")):  # fmt: skip
         assert _run(manifest, *extra) == 2, extra
         assert said in _err(capsys)
     config, store = env / "grid.yaml", ["--tracking-uri", f"sqlite:///{manifest.parent / 'mlflow.db'}"]
@@ -103,7 +105,7 @@ def test_bad_options_exit_2_from_run_and_grid(env: Path, synthetic_data: Path, c
     for extra in (["--bootstrap", "-5"], ["--workers", "0"], ["--weights", "x.pt"]):
         assert main(["grid", "--config", str(config), "--quiet", *store, *extra]) == 2, extra
         _err(capsys)
-    for change in ({"split": "nosuch"}, {"tune": {"trials": -1}}, {"bootstrap": -5}):
+    for change in ({"split": "nosuch"}, {"tune": {"trials": -1}}, {"bootstrap": -5}, {"scheduler": "8786"}):
         config.write_text(yaml.safe_dump({**body, **change}))
         assert main(["grid", "--config", str(config), "--quiet", *store]) == 2, change
         _err(capsys)
@@ -403,8 +405,8 @@ class _Flaky(Extractor):
             raise self.failing[record.sample_id]
         return {"x": 1.0}
 
-    def _cached_patient(self, record: PatientRecord, cache) -> dict[str, float]:
-        return self.extract_patient(record)  # samples without files would share one cache key
+    def cache_key(self, record: PatientRecord) -> str:
+        return f"flaky-{record.sample_id}"  # samples without files would share one cache key
 
 
 def test_the_extraction_failure_says_what_failed_and_only_then_that_the_others_are_cached(
@@ -436,4 +438,4 @@ def test_the_extraction_failure_says_what_failed_and_only_then_that_the_others_a
     )
     monkeypatch.setattr(_Flaky, "failing", {"S0000": errors.WeightsError("flaky: bad weights"), "S0001": bad["S0001"]})
     with pytest.raises(errors.WeightsError, match="^flaky: bad weights$"):  # about the file, not the patients
-        _Flaky().extract(cohort, progress=False, cache=cache)
+        _Flaky().extract(cohort, progress=False, cache=FeatureCache(tmp_path / "empty"))

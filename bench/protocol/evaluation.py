@@ -24,9 +24,9 @@ from threadpoolctl import threadpool_limits
 from bench.data.cohort import Cohort
 from bench.errors import ModelError, describe_model
 from bench.protocol.preprocessing import FoldPreprocessor
-from bench.protocol.splits import Split
+from bench.protocol.splits import Fold, Split
 from bench.stats.bootstrap import MetricSummary, bootstrap_indices, counts_from_indices, summarise
-from bench.stats.curves import Curves, figure_times, fold_curves, risk_groups, risk_thresholds
+from bench.stats.curves import Curves, FoldCurves, figure_times, fold_curves, risk_groups, risk_thresholds
 from bench.stats.engine import FoldMetrics, metric_names
 from feature_extractors.base import FeatureBlock
 from survival_models.base import SurvivalModel
@@ -58,6 +58,21 @@ CODE_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, I
 MAX_WARNING_MESSAGES = 5  # distinct messages kept per row
 
 
+@dataclass
+class FoldResult:
+    """What one outer fold of a combination produced; a row is its folds, combined in fold order (``combine``)."""
+
+    key: str
+    values: dict[str, float]  # the fold's metrics
+    reasons: dict[str, str]  # metric -> why it is NaN in this fold
+    replicates: dict[str, np.ndarray] | None  # metric -> the fold's value on each bootstrap replicate
+    curves: FoldCurves
+    thresholds: tuple[float, float]  # risk-group cut points from the training fold's risks
+    predictions: pd.DataFrame  # the test patients' rows of ``Evaluation.predictions``
+    tuned: dict | None = None  # options chosen by nested tuning
+    warnings: list[str] = field(default_factory=list)  # numerical warnings of the learner, as text
+
+
 def evaluate(
     cohort: Cohort,
     split: Split,
@@ -73,92 +88,116 @@ def evaluate(
     ``tune(train_index, fold_key)`` (nested tuning) sees the outer training rows only
     and returns the options for that fold's model.
     """
-    policy = cohort.policy
-    y = cohort.y
-    names = metric_names(policy)
-    per_fold: dict[str, list[float]] = {m: [] for m in names}
-    replicate_sums = {m: np.zeros(bootstrap) for m in names}
-    fold_reasons: dict[str, dict[str, str]] = {}
-    prediction_parts = []
-    tuned: dict[str, dict] = {}
-    folds = split.folds(cohort)
-    fold_warnings: dict[str, int] = {}
-    messages: list[str] = []
-    times = figure_times(policy)
-    fold_curve_list = []
-    thresholds: dict[str, tuple[float, float]] = {}
-    for fold in folds:
-        if tune is not None:
-            try:
-                tuned[fold.key] = tune(fold.train, fold.key)
-            except ModelError as exc:
-                raise exc.place(model=describe_model(make_model(None)), action="could not be tuned", fold=fold.key)
-        # One BLAS/OpenMP thread: how many threads split a sum changes its last bits, and a learner can turn
-        # those into a visibly different row. The numbers are then the same at any OMP_NUM_THREADS.
-        with threadpool_limits(limits=1):
-            pre = FoldPreprocessor(blocks)
-            X_train = pre.fit_transform(fold.train)
-            X_test = pre.transform(fold.test)
-            model = make_model(tuned.get(fold.key)).with_layout(pre.layout)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")  # every occurrence counts, not the first per line
-                risk, survival = _fit_predict(model, X_train, y[fold.train], X_test, policy.ibs_times, fold.key)
-            numerical = _numerical(caught)
-            train_risk, at_times = _for_figures(model, X_train, X_test, times, fold.key)
-        if numerical:
-            fold_warnings[fold.key] = len(numerical)
-            messages += [m for m in dict.fromkeys(numerical) if m not in messages]
-        engine = FoldMetrics(y[fold.train], y[fold.test], risk, survival, policy)
-        values = engine.point()
-        for m in names:
-            per_fold[m].append(values[m])
-        if engine.reasons:
-            fold_reasons[fold.key] = engine.reasons
-        counts = None
-        if bootstrap:
-            indices = bootstrap_indices(seed, split.sha256, fold.repeat, fold.index, len(fold.test), bootstrap)
-            counts = counts_from_indices(indices, len(fold.test))
-            replicates = engine.evaluate(counts)
-            for m in names:
-                replicate_sums[m] += replicates[m]
-        fold_curve_list.append(fold_curves(y[fold.train], y[fold.test], risk, at_times, times, policy, counts))
-        thresholds[fold.key] = risk_thresholds(train_risk)
-        at_horizons = {
-            f"survival_at_{h:g}": at_times[:, list(times).index(h)] if at_times is not None else np.nan
-            for h in policy.horizons
-        }
-        prediction_parts.append(
-            pd.DataFrame(
-                {
-                    "sample_id": cohort.sample_ids[fold.test],
-                    "patient_id": cohort.patient_ids[fold.test],
-                    "repeat": fold.repeat,
-                    "fold": fold.index,
-                    "time": cohort.time[fold.test],
-                    "event": cohort.event[fold.test].astype(int),
-                    "risk": risk,
-                    "risk_group": risk_groups(risk, thresholds[fold.key]),
-                    **at_horizons,
-                }
-            )
-        )
+    results = []
+    for fold in split.folds(cohort):
+        results.append(evaluate_fold(cohort, split, fold, blocks, make_model, bootstrap, seed, tune))
         if on_fold is not None:
             on_fold(fold.key)
+    return combine(cohort, results, bootstrap)
 
+
+def evaluate_fold(
+    cohort: Cohort,
+    split: Split,
+    fold: Fold,
+    blocks: list[FeatureBlock],
+    make_model: Callable[..., SurvivalModel],
+    bootstrap: int = 1000,
+    seed: int = 0,
+    tune: Callable[[np.ndarray, str], dict] | None = None,
+) -> FoldResult:
+    """One outer fold: tuning, preprocessing and fit on its training part, then metrics, bootstrap replicates and
+    curves on its test part. Depends on nothing but its arguments, so folds can run anywhere in any order."""
+    policy = cohort.policy
+    y = cohort.y
+    tuned = None
+    if tune is not None:
+        try:
+            tuned = tune(fold.train, fold.key)
+        except ModelError as exc:
+            raise exc.place(model=describe_model(make_model(None)), action="could not be tuned", fold=fold.key)
+    times = figure_times(policy)
+    # One BLAS/OpenMP thread: how many threads split a sum changes its last bits, and a learner can turn
+    # those into a visibly different row. The numbers are then the same at any OMP_NUM_THREADS.
+    with threadpool_limits(limits=1):
+        pre = FoldPreprocessor(blocks)
+        X_train = pre.fit_transform(fold.train)
+        X_test = pre.transform(fold.test)
+        model = make_model(tuned).with_layout(pre.layout)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # every occurrence counts, not the first per line
+            risk, survival = _fit_predict(model, X_train, y[fold.train], X_test, policy.ibs_times, fold.key)
+        numerical = _numerical(caught)
+        train_risk, at_times = _for_figures(model, X_train, X_test, times, fold.key)
+    engine = FoldMetrics(y[fold.train], y[fold.test], risk, survival, policy)
+    values = engine.point()
+    reasons = dict(engine.reasons)  # the point estimates' reasons, as they stand before the bootstrap
+    counts = replicates = None
+    if bootstrap:
+        indices = bootstrap_indices(seed, split.sha256, fold.repeat, fold.index, len(fold.test), bootstrap)
+        counts = counts_from_indices(indices, len(fold.test))
+        replicates = engine.evaluate(counts)
+    thresholds = risk_thresholds(train_risk)
+    at_horizons = {
+        f"survival_at_{h:g}": at_times[:, list(times).index(h)] if at_times is not None else np.nan
+        for h in policy.horizons
+    }
+    predictions = pd.DataFrame(
+        {
+            "sample_id": cohort.sample_ids[fold.test],
+            "patient_id": cohort.patient_ids[fold.test],
+            "repeat": fold.repeat,
+            "fold": fold.index,
+            "time": cohort.time[fold.test],
+            "event": cohort.event[fold.test].astype(int),
+            "risk": risk,
+            "risk_group": risk_groups(risk, thresholds),
+            **at_horizons,
+        }
+    )
+    return FoldResult(
+        key=fold.key,
+        values=values,
+        reasons=reasons,
+        replicates=replicates,
+        curves=fold_curves(y[fold.train], y[fold.test], risk, at_times, times, policy, counts),
+        thresholds=thresholds,
+        predictions=predictions,
+        tuned=tuned,
+        warnings=numerical,
+    )
+
+
+def combine(cohort: Cohort, folds: list[FoldResult], bootstrap: int) -> Evaluation:
+    """A row from its folds, taken in fold order: the same numbers, to the bit, wherever each fold ran."""
+    names = metric_names(cohort.policy)
+    replicate_sums = {m: np.zeros(bootstrap) for m in names}
+    fold_warnings: dict[str, int] = {}
+    messages: list[str] = []
+    for fold in folds:
+        if fold.warnings:
+            fold_warnings[fold.key] = len(fold.warnings)
+            messages += [m for m in dict.fromkeys(fold.warnings) if m not in messages]
+        if bootstrap and fold.replicates is not None:
+            for m in names:
+                replicate_sums[m] += fold.replicates[m]
+    fold_reasons = {fold.key: fold.reasons for fold in folds if fold.reasons}
     replicate_means = {m: s / len(folds) for m, s in replicate_sums.items()}
     metrics = {}
     for m in names:
         reasons = [f"{key}: {r[m]}" for key, r in fold_reasons.items() if m in r]
-        metrics[m] = summarise(per_fold[m], replicate_means[m] if bootstrap else None, "; ".join(reasons))
+        per_fold = [fold.values[m] for fold in folds]
+        metrics[m] = summarise(per_fold, replicate_means[m] if bootstrap else None, "; ".join(reasons))
+    times = figure_times(cohort.policy)
     return Evaluation(
         metrics=metrics,
-        predictions=pd.concat(prediction_parts, ignore_index=True),
+        predictions=pd.concat([fold.predictions for fold in folds], ignore_index=True),
         replicates=pd.DataFrame(replicate_means) if bootstrap else pd.DataFrame(),
         fold_reasons=fold_reasons,
-        tuned=tuned,
+        tuned={fold.key: fold.tuned for fold in folds if fold.tuned is not None},
         fold_warnings=fold_warnings,
         warning_messages=tuple(messages[:MAX_WARNING_MESSAGES]),
-        curves=Curves.combine(times, fold_curve_list, thresholds),
+        curves=Curves.combine(times, [fold.curves for fold in folds], {fold.key: fold.thresholds for fold in folds}),
     )
 
 

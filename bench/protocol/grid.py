@@ -10,7 +10,8 @@ option is checked before any work starts; unknown keys are errors, not ignored.
     seed: 0
     bootstrap: 1000
     weights: random                # optional: checkpoint path, or random (labelled [random-init])
-    workers: 2                     # local processes for feature extraction
+    workers: 2                     # a local Dask cluster of 2 processes (extraction and fits)
+    scheduler: tcp://head:8786     # optional: an existing Dask cluster instead (see docs/scaling.md)
     tune: {trials: 0, inner_folds: 3, storage: null}
     extractors:                    # short names for extractor specs, used in rows
       pet: medsam2_memory:modality=pet,roi=spine_dilated
@@ -37,7 +38,7 @@ from bench.plugins.specs import resolve_baseline
 from bench.protocol.runner import RunOutcome, RunRequest, input_problems, resolve_plan, row_key, run
 
 TOP_KEYS = {
-    "dataset", "split", "seed", "bootstrap", "weights", "workers", "tune", "extractors", "models", "rows",
+    "dataset", "split", "seed", "bootstrap", "weights", "workers", "scheduler", "tune", "extractors", "models", "rows",
     "baseline", "leaderboard", "tracking_uri", "description",
 }  # fmt: skip
 TUNE_KEYS = {"trials", "inner_folds", "storage"}
@@ -99,6 +100,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
         seed=_int(body.get("seed", 0), f"{path}: seed"),
         tracking_uri=body.get("tracking_uri"),
         workers=_int(body.get("workers", 1), f"{path}: workers"),
+        scheduler=None if body.get("scheduler") is None else str(body["scheduler"]),
         weights=None if body.get("weights") is None else str(body["weights"]),
         weights_required=(overrides or {}).get("weights") is not None,
         tune=_int(tune.get("trials", 0), f"{path}: tune.trials"),

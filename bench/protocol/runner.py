@@ -20,17 +20,18 @@ from bench.cache import check_cache_writable
 from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
 from bench.errors import BenchError, InputError, ModelError, RowsFailedError, UsageError
+from bench.executor import GPU, Executor, check_scheduler, open_executor
 from bench.plugins.labels import Baseline, RowKey
 from bench.plugins.registry import EXTRACTORS
 from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
-from bench.protocol.evaluation import Evaluation, evaluate
+from bench.protocol.evaluation import Evaluation
+from bench.protocol.fitting import FitSpec, fit_rows
 from bench.protocol.splits import Split, load_split
-from bench.protocol.tuning import TuningSpec, check_storage, tune_fold
+from bench.protocol.tuning import TuningSpec, check_storage
 from bench.report.describe import dataset_input, experiment_description, run_note
 from bench.report.row_figures import row_figures
 from bench.report.tracking import FINGERPRINT_TAG, NOTE_TAG, Tracker, check_tracking_uri, dumps, open_store
 from feature_extractors.base import FeatureBlock, patient_records
-from survival_models.base import SurvivalModel
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class RunRequest:
     tracking_uri: str | None = None
     horizons: tuple[float, ...] | None = None  # for a CSV manifest, which cannot declare them
     tau: float | None = None
-    workers: int = 1  # local processes for feature extraction
+    workers: int = 1  # > 1: a local Dask cluster of that many processes extracts features and fits folds
+    scheduler: str | None = None  # an existing Dask cluster's scheduler (tcp://HOST:PORT); --workers is then unused
     weights: str | None = None  # --weights: a checkpoint path, or "random" for a random-initialisation control
     # --weights given on the command line must reach an extractor; a grid config's own weights is a default
     weights_required: bool = True
@@ -130,6 +132,8 @@ def run(request: RunRequest, progress: bool = True, baseline: Baseline | None = 
         check_storage(request.optuna_storage)
     if request.workers < 1:
         raise UsageError(f"--workers must be 1 or more, got {request.workers}")
+    if request.scheduler is not None:
+        check_scheduler(request.scheduler)  # its form now; whether it answers, once the inputs are checked
     plan = resolve_plan(request)  # options first: loading (or generating) a cohort can take a while
     check_tracking_uri(request.tracking_uri)  # and the store's URI: a bad one fails now, not after extraction
     cohort = load_cohort(request.dataset, request.horizons, request.tau)
@@ -145,79 +149,117 @@ def run(request: RunRequest, progress: bool = True, baseline: Baseline | None = 
         raise InputError(bad_files[0] + more)
     if cohort.has_images:
         check_cache_writable()  # image features are cached: a cache that cannot be written fails now
-    store = open_store(request.tracking_uri)  # the store itself, last: it cannot be opened without creating it
     tuning = (
         TuningSpec(request.tune, request.tune_inner_folds, request.optuna_storage, f"{cohort.name}-{split.name}")
         if request.tune
         else None
     )
-
-    tracker = Tracker(
-        store,
-        cohort.name,
-        {
-            "dataset": cohort.name,
-            "split": split.name,
-            "split_sha256": split.sha256,
-            "rows": json.dumps([[f.label, [m.label for m in models]] for f, models in plan]),
-            "bootstrap": request.bootstrap,
-            "seed": request.seed,
-            "tune": request.tune,
-            "data_fingerprint": cohort.content_fingerprint(),
-        },
-        experiment_description(cohort, split),
-        dataset_input(cohort),
-    )
-    outcome = RunOutcome(cohort, split, request, tracker.parent_run_id)
-    n_folds = len(split.assignments) * split.n_folds
-    bar = tqdm(
-        total=sum(len(models) for _, models in plan) * n_folds,
-        desc="evaluate",
-        unit="fold",
-        disable=not progress,
-        file=sys.stderr,
-    )
-    blocks: dict[str, FeatureBlock] = {}
-    try:
-        for features, models in plan:
-            for part in features.parts:
-                if part.digest() not in blocks:
-                    blocks[part.digest()] = _extract(part, cohort, progress, request.workers)
-            row_blocks = [blocks[p.digest()] for p in features.parts]
-            for model in models:
-                bar.set_postfix_str(f"{features.label} x {model.label}")
-                name = _run_name(features, model, cohort, split, request)
-                started = bar.n
-                try:
-                    evaluation = evaluate(
-                        cohort,
-                        split,
-                        row_blocks,
-                        _model_factory(model, request.seed),
-                        bootstrap=request.bootstrap,
-                        seed=request.seed,
-                        on_fold=lambda _key: bar.update(),
-                        tune=_tuner(model, row_blocks, cohort, tuning, features, request.seed) if tuning else None,
-                    )
-                except ModelError as exc:  # this row is lost; the others still run and are recorded
-                    exc.place(row=str(row_key(features, model, request.tune)))
-                    params = _params(features, model, cohort, split, request)
-                    tracker.log_failure(name, params, _tags(features, model, cohort, request), str(exc))
-                    outcome.failures.append(exc)
-                    bar.update(started + n_folds - bar.n)  # the folds it will not run
-                    continue
-                result = CombinationResult(features, model, evaluation, name, tuning=tuning)
-                result.run_id = _track(tracker, result, cohort, split, request)
-                outcome.results.append(result)
-    except BaseException:
-        bar.close()
-        tracker.finish("FAILED")
-        raise
-    bar.close()
+    with open_executor(request.workers, request.scheduler, announce=progress) as executor:
+        executor.check(*_plan_needs(plan))  # the cluster can run the plan: plugins importable, GPUs offered
+        store = open_store(request.tracking_uri)  # the store itself, last: it cannot be opened without creating it
+        tracker = Tracker(
+            store,
+            cohort.name,
+            {
+                "dataset": cohort.name,
+                "split": split.name,
+                "split_sha256": split.sha256,
+                "rows": json.dumps([[f.label, [m.label for m in models]] for f, models in plan]),
+                "bootstrap": request.bootstrap,
+                "seed": request.seed,
+                "tune": request.tune,
+                "data_fingerprint": cohort.content_fingerprint(),
+            },
+            experiment_description(cohort, split),
+            dataset_input(cohort),
+        )
+        outcome = RunOutcome(cohort, split, request, tracker.parent_run_id)
+        try:
+            _extract_and_fit(plan, cohort, split, request, tuning, executor, tracker, outcome, progress)
+        except BaseException:
+            tracker.finish("FAILED")
+            raise
     if baseline is not None:
         _track_versus_baseline(tracker, outcome, baseline)
     tracker.finish("FAILED" if outcome.failures else "FINISHED")
     return outcome
+
+
+def _extract_and_fit(
+    plan: list[tuple[Features, list[PluginSpec]]],
+    cohort: Cohort,
+    split: Split,
+    request: RunRequest,
+    tuning: TuningSpec | None,
+    executor: Executor,
+    tracker: Tracker,
+    outcome: RunOutcome,
+    progress: bool,
+) -> None:
+    """Every extractor once (patients as tasks), then every (row, fold) fit as a task; rows tracked in plan order.
+
+    Only this process talks to MLflow, as each row comes back: the workers compute, never track.
+    """
+    blocks = extract_blocks(plan, cohort, progress, executor)
+    rows = [(features, model) for features, models in plan for model in models]
+    fits = row_fits(plan, blocks, request, tuning)
+    bar = tqdm(total=len(rows) * len(split.folds(cohort)), desc="evaluate", unit="fold", disable=not progress,
+               file=sys.stderr)  # fmt: skip
+
+    def on_fold(r: int) -> None:
+        bar.set_postfix_str(f"{rows[r][0].label} x {rows[r][1].label}", refresh=False)
+        bar.update()
+
+    try:
+        for r, evaluation in fit_rows(executor, cohort, split, fits, on_fold):
+            features, model = rows[r]
+            name = _run_name(features, model, cohort, split, request)
+            if isinstance(evaluation, ModelError):  # this row is lost; the others are still recorded
+                evaluation.place(row=str(row_key(features, model, request.tune)))
+                params = _params(features, model, cohort, split, request)
+                tracker.log_failure(name, params, _tags(features, model, cohort, request), str(evaluation))
+                outcome.failures.append(evaluation)
+                continue
+            result = CombinationResult(features, model, evaluation, name, tuning=tuning)
+            result.run_id = _track(tracker, result, cohort, split, request)
+            outcome.results.append(result)
+    finally:
+        bar.close()
+
+
+def extract_blocks(
+    plan: list[tuple[Features, list[PluginSpec]]], cohort: Cohort, progress: bool, executor: Executor
+) -> dict[str, FeatureBlock]:
+    """Every extractor of the plan, once however many rows use it: block by extractor digest."""
+    blocks: dict[str, FeatureBlock] = {}
+    for features, _models in plan:
+        for part in features.parts:
+            if part.digest() not in blocks:
+                blocks[part.digest()] = _extract(part, cohort, progress, executor)
+    return blocks
+
+
+def row_fits(
+    plan: list[tuple[Features, list[PluginSpec]]],
+    blocks: dict[str, FeatureBlock],
+    request: RunRequest,
+    tuning: TuningSpec | None,
+) -> list[tuple[Features, list[FeatureBlock], FitSpec]]:
+    """The fitting stage's rows, one per (features, model) in plan order (see ``fitting.fit_rows``)."""
+    return [
+        (features, [blocks[p.digest()] for p in features.parts],
+         FitSpec.of(features, model, request.seed, request.bootstrap, tuning))
+        for features, models in plan
+        for model in models
+    ]  # fmt: skip
+
+
+def _plan_needs(plan: list[tuple[Features, list[PluginSpec]]]) -> tuple[list[str], dict[str, float]]:
+    """The modules a worker imports to run the plan's tasks, and the worker resources they ask for."""
+    plugins = [p for features, models in plan for p in [*features.parts, *models]]
+    modules = list(dict.fromkeys(["bench.protocol.fitting", *(p.cls.__module__ for p in plugins)]))
+    on_gpu = any(str(getattr(p.config, "device", "cpu")).startswith("cuda") for p in plugins)
+    return modules, ({GPU: 1} if on_gpu else {})
 
 
 def resolve_plan(request: RunRequest) -> list[tuple[Features, list[PluginSpec]]]:
@@ -311,32 +353,9 @@ def row_key(features: Features, model: PluginSpec, tune: int = 0) -> RowKey:
     return RowKey(features.key(), model.key(tune))
 
 
-def _model_factory(model: PluginSpec, seed: int):
-    def make(params: dict | None = None) -> SurvivalModel:
-        config = dataclasses.replace(model.config, **params) if params else model.config
-        return model.cls(config, random_state=seed)
-
-    return make
-
-
-def _tuner(
-    model: PluginSpec, blocks: list[FeatureBlock], cohort: Cohort, tuning: TuningSpec, features: Features, seed: int
-):
-    # One Optuna study per row and fold: a shared storage must never resume another row's study.
-    spec = dataclasses.replace(tuning, study_prefix=f"{tuning.study_prefix}-{features.label}-{model.label}")
-
-    def tune(train_index, fold_key: str) -> dict:
-        found = tune_fold(
-            model, blocks, cohort.y, cohort.patient_ids, train_index, spec, seed, fold_key, random_state=seed
-        )
-        return found.params
-
-    return tune
-
-
-def _extract(extractor: PluginSpec, cohort: Cohort, progress: bool, workers: int) -> FeatureBlock:
+def _extract(extractor: PluginSpec, cohort: Cohort, progress: bool, executor: Executor) -> FeatureBlock:
     instance = extractor.cls(extractor.config)
-    block = instance.extract(cohort, progress=progress, workers=workers)
+    block = instance.extract(cohort, progress=progress, executor=executor)
     if list(block.frame.index) != list(cohort.sample_ids):
         raise BenchError(f"extractor {extractor.name!r} returned rows in a different order than the cohort")
     block.name = extractor.label  # fused blocks are told apart by their labels (column prefixes, layouts)

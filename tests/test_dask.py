@@ -1,0 +1,240 @@
+"""A small grid on a real Dask cluster: a ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1.
+
+The grid (``synthetic_mm_tiny``: radiomics and clinical rows, Cox and CoxNet) runs once in this
+process's way (no scheduler) as the reference, then through ``--scheduler``: its page, results
+file and figures must be the same bytes. The scheduler runs with a preload that records what
+every task carries (``tests/fixtures/dask_task_recorder.py``): paths and options, never an image.
+The workers log each patient they compute (``DASK_LOGGING__BENCH=info``), so the tests can count
+extractions; a worker killed in the middle of extraction loses nothing, and a client killed in
+the middle leaves every finished patient cached for the next run.
+
+The tests share one cluster and run in file order: the one that kills a worker comes last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("radiomics")
+pytest.importorskip("distributed")
+
+REPO = Path(__file__).resolve().parents[1]
+DASK = Path(sys.executable).with_name("dask")
+PATIENTS = 24  # synthetic_mm_tiny
+CONFIG = """\
+dataset: synthetic_mm_tiny
+seed: 0
+bootstrap: 20
+extractors:
+  rad: radiomics:feature_classes=firstorder/glcm
+models: ["coxph:alpha=1", coxnet]
+rows: [clinical, rad, rad+clinical]
+baseline: {extractor: clinical, model: "coxph:alpha=1"}
+leaderboard: board.md
+"""
+OUTPUTS = ("board.md", "board.json", "board.forest.svg", "board.km.svg")
+COMPUTED = re.compile(r"bench\.extract - INFO - radiomics: computed (\S+) in ")
+
+
+class Cluster:
+    """A scheduler and two workers, each a process of its own, ended by PID; logs in ``folder``."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.record = folder / "tasks.jsonl"
+        scheduler_file = folder / "scheduler.json"
+        env = {**os.environ, "BENCH_TASK_RECORD": str(self.record)}
+        preload = REPO / "tests" / "fixtures" / "dask_task_recorder.py"
+        self.scheduler = self._start(
+            "scheduler", [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                          "--scheduler-file", str(scheduler_file), "--preload", str(preload)], env)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            assert self.scheduler.poll() is None, self.log("scheduler")
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.1)
+        time.sleep(0.2)  # written, perhaps not yet complete
+        self.address = json.loads(scheduler_file.read_text())["address"]
+        worker_env = {**os.environ, "DASK_LOGGING__BENCH": "info"}
+        self.workers = [
+            self._start(f"worker{i}", [str(DASK), "worker", self.address, "--nthreads", "1", "--no-nanny",
+                                       "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}"], worker_env)
+            for i in range(2)
+        ]  # fmt: skip
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = (self.folder / f"{name}.log").open("w")
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.folder)
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text()
+
+    def computed(self) -> Counter:
+        """How many times each sample was computed, over both workers' whole logs."""
+        return Counter(m.group(1) for i in range(2) for m in COMPUTED.finditer(self.log(f"worker{i}")))
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.scheduler]:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    cluster = Cluster(tmp_path_factory.mktemp("dask-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def data_env(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    splits = tmp_path_factory.mktemp("splits")
+    (splits / "synthetic_mm_tiny").mkdir()
+    (splits / "synthetic_mm_tiny" / "cv5.json").write_bytes((REPO / "splits/synthetic_mm_tiny/cv5.json").read_bytes())
+    return {"BENCH_DATA_DIR": str(synthetic_data), "BENCH_SPLITS_DIR": str(splits)}
+
+
+def _grid(folder: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "grid.yaml").write_text(CONFIG)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", "grid", "--config", "grid.yaml", "--quiet", "--tracking-uri",
+         f"sqlite:///{folder / 'mlflow.db'}", *extra],
+        cwd=folder, env={**os.environ, **env, "BENCH_CACHE_DIR": str(folder / "cache")},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def _finish(process: subprocess.Popen, timeout: float = 400) -> str:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, err[-3000:]
+    return err
+
+
+def _same_outputs(folder: Path, reference: Path) -> None:
+    for name in OUTPUTS:
+        assert (folder / name).read_bytes() == (reference / name).read_bytes(), f"{name} differs from the reference"
+
+
+@pytest.fixture(scope="module")
+def reference(data_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The grid run in this process's way, without a cluster."""
+    folder = tmp_path_factory.mktemp("in-process")
+    _finish(_grid(folder, data_env))
+    return folder
+
+
+def _entries(folder: Path) -> int:
+    return len([p for p in (folder / "cache" / "features").rglob("*.npz") if not p.name.startswith(".")])
+
+
+def test_a_grid_on_a_dask_scheduler_gives_the_same_bytes_and_no_task_carries_an_image(
+    cluster: Cluster, reference: Path, data_env: dict[str, str], tmp_path: Path
+) -> None:
+    _finish(_grid(tmp_path, data_env, "--scheduler", cluster.address))
+    _same_outputs(tmp_path, reference)
+    computed = cluster.computed()
+    assert sorted(computed.values()) == [1] * PATIENTS, computed  # every patient once, on the workers
+    assert all(COMPUTED.search(cluster.log(f"worker{i}")) for i in range(2)), "one worker did nothing"
+    assert _entries(tmp_path) == PATIENTS  # the workers see this cache: they wrote into it
+
+    tasks = [json.loads(line) for line in cluster.record.read_text().splitlines()]
+    kinds = Counter(t["key"].split("-")[0] for t in tasks)
+    assert kinds["extract_radiomics"] == PATIENTS
+    assert kinds["fit"] == 3 * 2 * 5  # rows x models x folds: every (row, fold) fit is a task
+    for task in tasks:
+        assert all(len(shape) <= 1 and (not shape or shape[0] <= 64) for shape in task["arrays"]), task
+        assert not any(t.startswith(("SimpleITK.", "torch.")) for t in task["types"]), task
+        assert task["bytes"] < 20_000, task  # paths and options: an image would be megabytes
+        assert sum(task["depends"].values()) < 2_000_000, task  # the scattered cohort and feature blocks
+    extraction = next(t for t in tasks if t["key"].startswith("extract_radiomics"))
+    assert "pathlib.PosixPath" in extraction["types"]  # a patient's task names its files
+
+
+def test_a_client_killed_mid_extraction_leaves_finished_patients_cached_for_the_rerun(
+    cluster: Cluster, data_env: dict[str, str], tmp_path: Path
+) -> None:
+    before = cluster.computed()
+    process = _grid(tmp_path, data_env, "--scheduler", cluster.address)
+    deadline = time.monotonic() + 300
+    while _entries(tmp_path) < 3:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "extraction did not start"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(2)  # a patient still running when its client died finishes, and is cached
+    assert _entries(tmp_path) < PATIENTS, "extraction finished before the kill: the test proves nothing"
+    first = cluster.computed() - before
+    _finish(_grid(tmp_path, data_env, "--scheduler", cluster.address))
+    again = cluster.computed() - before - first
+    assert not set(again) & set(first), "a patient finished before the kill was computed again"
+    assert sorted((first + again).values()) == [1] * PATIENTS, (first, again)
+    assert _entries(tmp_path) == PATIENTS
+
+
+def test_the_cluster_is_checked_before_any_work(cluster: Cluster) -> None:
+    from distributed import Client
+
+    from bench.errors import UsageError
+    from bench.executor import GPU, DaskExecutor
+
+    client = Client(cluster.address, set_as_default=False, timeout=30)
+    client.wait_for_workers(2, timeout=60)
+    executor = DaskExecutor(client, f"the Dask cluster at {cluster.address}")
+    try:
+        executor.check(["feature_extractors.radiomics", "bench.protocol.fitting"], {})  # what the grid needs: fine
+        with pytest.raises(UsageError, match=r"Dask worker tcp://127\.0\.0\.1:\d+ cannot import my_plugin_xyz "
+                                             r"\(ModuleNotFoundError: .*install the same prognosis-bench"):
+            executor.check(["bench", "my_plugin_xyz"], {})
+        with pytest.raises(UsageError, match=f"no worker of the Dask cluster at {cluster.address} offers the "
+                                             f"resource GPU.*--resources GPU=1"):
+            executor.check(["bench"], {GPU: 1})
+    finally:
+        executor.close()
+
+
+def test_a_worker_killed_mid_extraction_loses_nothing(
+    cluster: Cluster, reference: Path, data_env: dict[str, str], tmp_path: Path
+) -> None:
+    before = cluster.computed()
+    process = _grid(tmp_path, data_env, "--scheduler", cluster.address)
+    victim = cluster.workers[0]
+    deadline = time.monotonic() + 300
+    while not _victim_busy(cluster, before):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "worker 0 computed nothing"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    done_at_kill = sum((cluster.computed() - before).values())
+    assert done_at_kill < PATIENTS, "extraction finished before the kill: the test proves nothing"
+    _finish(process)
+    _same_outputs(tmp_path, reference)
+    computed = cluster.computed() - before
+    assert sorted(computed.values()) == [1] * PATIENTS, computed  # once each: the dead worker's finished ones cached
+    assert _entries(tmp_path) == PATIENTS
+
+
+def _victim_busy(cluster: Cluster, before: Counter) -> bool:
+    """Worker 0 has computed at least two patients of this run."""
+    mine = Counter(m.group(1) for m in COMPUTED.finditer(cluster.log("worker0")))
+    return sum((mine - before).values()) >= 2
