@@ -107,14 +107,18 @@ def subset_manifest(manifest: Path, n: int, folder: Path, name: str) -> Path:
 
 # ------------------------------------------------------------------------------------------ the CLI, forked
 
-#: What a fork server imports once, for every forked invocation: the CLI, the commands' own modules, MLflow's
-#: SQLite store and the plugins the tests run. Never torch: its thread pools do not survive a fork (an
-#: invocation that needs torch imports it itself, in its own process).
+#: What a fork server imports once, for every forked invocation: the CLI, the modules its commands import when
+#: they run (imaging I/O, MLflow's SQLite store, the survival models, radiomics). Never torch: its thread pools do
+#: not survive a fork (an invocation that needs torch imports it itself, in its own process). Never matplotlib:
+#: it reads ``matplotlibrc`` in the working directory when imported.
 FORK_PRELOAD = (
     "bench.cli",
     "bench.signals",
     "bench.data.check",
     "bench.data.datasets",
+    "bench.data.imaging.io",
+    "bench.data.imaging.masks",
+    "bench.data.imaging.study",
     "bench.protocol.runner",
     "bench.protocol.grid",
     "bench.protocol.splits",
@@ -133,6 +137,11 @@ FORK_PRELOAD = (
     "survival_models.coxnet",
     "mlflow.tracking",
     "mlflow.store.tracking.sqlalchemy_store",
+    "sklearn.model_selection",
+    "sksurv.compare",
+    "sksurv.linear_model",
+    "sksurv.nonparametric",
+    "radiomics.featureextractor",
 )
 
 #: Environment variables an invocation may set otherwise than the fork server's environment: each is read when
@@ -208,7 +217,10 @@ class ForkServer:
             self.ready.set()
             return
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the server: the server's stderr: what its imports print, a crash's traceback
-        code = "import sys; del sys.path[0]; from bench.testing import _fork_server_main; _fork_server_main()"
+        code = (  # without -c's own first entry (the working directory): each child puts its own there, as -m does
+            "import sys; sys.flags.safe_path or sys.path.pop(0); "
+            "from bench.testing import _fork_server_main; _fork_server_main()"
+        )
         self._proc = subprocess.Popen(
             [sys.executable, "-c", code, *preload],
             stdin=subprocess.PIPE,
@@ -455,11 +467,9 @@ def _become(request: dict) -> None:
         opened = os.open(path, flags, 0o600)
         os.dup2(opened, fd)  # inheritable, as a process's standard streams are
         os.close(opened)
-    sys.path.insert(0, os.getcwd())  # what -m puts first: the working directory
+    if not sys.flags.safe_path:
+        sys.path.insert(0, os.getcwd())  # what -m puts first: the working directory
     if "numpy" in sys.modules:
         np.random.seed()  # a fresh process's global generator is seeded afresh (``random`` reseeds itself at fork)
     sys.argv = ["-m", *request["args"]]
-    if os.path.exists("/tmp/fsw/debug"):  # TEMPORARY
-        before = set(sys.modules)
-        atexit.register(lambda: open("/tmp/fsw/debug/%d.txt" % os.getpid(), "w").write(" ".join(request["args"][:2]) + "\n" + "\n".join(sorted(set(sys.modules) - before))))
-    runpy._run_module_as_main("bench")  # what `python -m bench` runs; it ends with sys.exit(main())
+    runpy._run_module_as_main("bench")  # what `python -m bench` itself calls; bench's __main__ ends in sys.exit

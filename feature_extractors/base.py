@@ -361,7 +361,8 @@ def patient_task(
                 entry = extractor.compute_entry(record)
             if cache is not None:
                 cache.put(key, entry)
-            LOG.info("%s: computed %s in %.1f s", extractor.name, record.sample_id, time.perf_counter() - started)
+            LOG.info("%s: computed %s in %.1f s, %s", extractor.name, record.sample_id, time.perf_counter() - started,
+                     "cached" if cache is not None else "sent to the client to cache")  # fmt: skip
             return extractor.entry_features(entry), (None if cache is not None else entry)
     except KeyboardInterrupt:
         raise

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,12 +39,12 @@ bootstrap: 20
 extractors:
   rad: radiomics:feature_classes=firstorder/glcm
 models: ["coxph:alpha=1", coxnet]
-rows: [clinical, rad, rad+clinical]
+rows: [clinical, rad]
 baseline: {extractor: clinical, model: "coxph:alpha=1"}
 leaderboard: board.md
 """
 OUTPUTS = ("board.md", "board.json", "board.forest.svg", "board.km.svg")
-COMPUTED = re.compile(r"bench\.extract - INFO - radiomics: computed (\S+) in ")
+COMPUTED = re.compile(r"bench\.extract - INFO - radiomics: computed (\S+) in [\d.]+ s, (cached|sent to the client)")
 
 
 class Cluster:
@@ -79,9 +80,19 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text()
 
-    def computed(self) -> Counter:
-        """How many times each sample was computed, over both workers' whole logs."""
-        return Counter(m.group(1) for i in range(2) for m in COMPUTED.finditer(self.log(f"worker{i}")))
+    def computed(self, *names: str) -> Counter:
+        """How many times each sample was computed, over the named workers' whole logs (default: the two)."""
+        names = names or ("worker0", "worker1")
+        return Counter(m.group(1) for name in names for m in COMPUTED.finditer(self.log(name)))
+
+    def add_isolated_worker(self, hidden: Path) -> subprocess.Popen:
+        """A third worker that sees an empty folder at ``hidden`` (a tmpfs mounted over it in a mount namespace of
+        its own): a worker on another machine, without the client's filesystem."""
+        hidden.mkdir(parents=True, exist_ok=True)
+        command = (f"mount -t tmpfs none {hidden} && exec {DASK} worker {self.address} --nthreads 1 --no-nanny "
+                   "--no-dashboard --host 127.0.0.1 --name isolated")  # fmt: skip
+        env = {**os.environ, "DASK_LOGGING__BENCH": "info", "BENCH_CACHE_DIR": str(hidden)}
+        return self._start("isolated", ["unshare", "--mount", "--propagation", "private", "sh", "-c", command], env)
 
     def stop(self) -> None:
         for process in [*self.workers, self.scheduler]:
@@ -153,13 +164,15 @@ def test_a_grid_on_a_dask_scheduler_gives_the_same_bytes_and_no_task_carries_an_
     _same_outputs(tmp_path, reference)
     computed = cluster.computed()
     assert sorted(computed.values()) == [1] * PATIENTS, computed  # every patient once, on the workers
+    routes = Counter(m.group(2) for i in range(2) for m in COMPUTED.finditer(cluster.log(f"worker{i}")))
+    assert routes == {"cached": PATIENTS}  # they see this process's cache: each wrote its patients there
     assert all(COMPUTED.search(cluster.log(f"worker{i}")) for i in range(2)), "one worker did nothing"
     assert _entries(tmp_path) == PATIENTS  # the workers see this cache: they wrote into it
 
     tasks = [json.loads(line) for line in cluster.record.read_text().splitlines()]
     kinds = Counter(t["key"].split("-")[0] for t in tasks)
     assert kinds["extract_radiomics"] == PATIENTS
-    assert kinds["fit"] == 3 * 2 * 5  # rows x models x folds: every (row, fold) fit is a task
+    assert kinds["fit"] == 2 * 2 * 5  # rows x models x folds: every (row, fold) fit is a task
     for task in tasks:
         assert all(len(shape) <= 1 and (not shape or shape[0] <= 64) for shape in task["arrays"]), task
         assert not any(t.startswith(("SimpleITK.", "torch.")) for t in task["types"]), task
@@ -188,6 +201,39 @@ def test_a_client_killed_mid_extraction_leaves_finished_patients_cached_for_the_
     again = cluster.computed() - before - first
     assert not set(again) & set(first), "a patient finished before the kill was computed again"
     assert sorted((first + again).values()) == [1] * PATIENTS, (first, again)
+    assert _entries(tmp_path) == PATIENTS
+
+
+def _can_isolate() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_isolate(), reason="needs root and unshare for a worker with a filesystem of its own")
+def test_workers_that_do_not_see_the_cache_send_their_entries_back(
+    cluster: Cluster, reference: Path, data_env: dict[str, str], tmp_path: Path
+) -> None:
+    from distributed import Client
+
+    isolated = cluster.add_isolated_worker(tmp_path / "cache")
+    try:
+        with Client(cluster.address, set_as_default=False, timeout=30) as client:
+            client.wait_for_workers(3, timeout=60)
+        before = cluster.computed("worker0", "worker1", "isolated")
+        marks = {name: len(cluster.log(name)) for name in ("worker0", "worker1", "isolated")}
+        _finish(_grid(tmp_path, data_env, "--scheduler", cluster.address))
+        logs = "".join(cluster.log(name)[start:] for name, start in marks.items())
+    finally:
+        os.kill(isolated.pid, signal.SIGKILL)
+        isolated.wait()
+    _same_outputs(tmp_path, reference)
+    computed = cluster.computed("worker0", "worker1", "isolated") - before
+    assert sorted(computed.values()) == [1] * PATIENTS, computed
+    assert cluster.computed("isolated"), "the isolated worker computed nothing: the test proves nothing"
+    # One worker does not see the cache, so none writes it: every entry came back and was written here.
+    assert Counter(m.group(2) for m in COMPUTED.finditer(logs)) == {"sent to the client": PATIENTS}
     assert _entries(tmp_path) == PATIENTS
 
 

@@ -1,0 +1,164 @@
+"""The demo grid's fitting stage in this process, on a local Dask cluster of 1 worker, and of 2.
+
+Not part of the default test run (`--benchmark-skip`); run with `make bench`.
+What is timed is ``fit_rows`` over every (row, outer fold) of ``configs/demo.yaml``: 15
+rows (Cox, Coxnet, RSF and DeepSurv on clinical, oracle, MedSAM2, radiomics and ResNet3D
+features) x 5 folds = 75 fits, each with 1000 bootstrap replicates, on the synthetic_mm
+cohort of 120 patients; features come from the feature cache (extracted before timing,
+about 6 minutes the first time on 2 cores, never timed). A Dask route is timed as a user
+waits for it: the local cluster starts, runs every fit and closes inside the timed call
+(``local_cluster(n)``; the workers import the learners on their first task), while the
+in-process route runs the fits one after another on ``Executor()``. Two targets: 2 workers
+at least 1.6x faster than 1, and 1 worker at most 10 % slower than this process (the price
+of the cluster: its start, the workers' imports, sending the feature blocks once, the task
+traffic, its close). The three routes must give the same numbers, to the bit.
+The 2-worker ratio needs two idle cores: with one of them busy elsewhere it falls below 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("torch")  # DeepSurv rows
+
+from bench.data.datasets import load_cohort
+from bench.errors import ModelError
+from bench.executor import Executor, local_cluster
+from bench.protocol.fitting import fit_rows
+from bench.protocol.grid import load_config
+from bench.protocol.runner import extract_blocks, resolve_plan, row_fits
+from bench.protocol.splits import load_split
+
+from .conftest import TIMINGS
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+ROUNDS = 1  # a route takes tens of seconds
+TARGET = 1.6  # two Dask workers at least this much faster than one
+OVERHEAD = 1.10  # one Dask worker, cluster start and close included, at most this much slower than this process
+ROUTES = {  # benchmark name -> workers of the local cluster (0: this process)
+    "fitting_in_process": 0,
+    "fitting_dask_1_worker": 1,
+    "fitting_dask_2_workers": 2,
+}
+RESULTS: dict[str, list] = {}  # route -> [(row, Evaluation or ModelError)] of its last round
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The demo grid's cohort, split and row fits, every feature block read from (or first put into) the cache."""
+    request = load_config(CONFIG).request
+    cohort = load_cohort(request.dataset, request.horizons, request.tau)
+    split = load_split(cohort, request.split or cohort.default_split)
+    plan = resolve_plan(request)
+    blocks = extract_blocks(plan, cohort, progress=False, executor=Executor())
+    return cohort, split, row_fits(plan, blocks, request, tuning=None)
+
+
+@contextlib.contextmanager
+def _executor(workers: int):
+    if workers == 0:
+        yield Executor()
+    else:
+        with local_cluster(workers) as executor:
+            yield executor
+
+
+def _time(benchmark, demo, route: str) -> None:
+    cohort, split, fits = demo
+
+    def fit():
+        with _executor(ROUTES[route]) as executor:  # a cluster starts and closes inside the timed call
+            return list(fit_rows(executor, cohort, split, fits))
+
+    rows = benchmark.pedantic(fit, rounds=ROUNDS, iterations=1)
+    assert [r for r, _ in rows] == list(range(len(fits))), "every row, in plan order"
+    RESULTS[route] = rows
+
+
+def test_fitting_in_process(benchmark, record, demo) -> None:
+    _time(benchmark, demo, "fitting_in_process")
+    record("fitting_in_process", benchmark)
+
+
+def test_fitting_dask_1_worker(benchmark, record, demo) -> None:
+    _time(benchmark, demo, "fitting_dask_1_worker")
+    record("fitting_dask_1_worker", benchmark)
+
+
+def test_fitting_dask_2_workers(benchmark, record, demo, capsys) -> None:
+    _time(benchmark, demo, "fitting_dask_2_workers")
+    record("fitting_dask_2_workers", benchmark)
+    # Reported here too: with --benchmark-only, pytest-benchmark skips the assertions below (they take no benchmark).
+    cohort, split, fits = demo
+    _report(capsys, len(fits), len(split.folds(cohort)))
+
+
+def _report(capsys, rows: int, folds: int) -> None:
+    if not set(ROUTES) <= set(TIMINGS):
+        return
+    inproc, one, two = (TIMINGS[name] for name in ROUTES)
+    with capsys.disabled():
+        print(
+            f"\nfitting stage of {CONFIG.name}, {rows} rows x {folds} folds: in-process {inproc:.1f} s, Dask 1 worker "
+            f"{one:.1f} s, 2 workers {two:.1f} s (cluster start and close included): 1 / 2 workers {one / two:.2f}x "
+            f"(target >= {TARGET}x), 1 worker / in-process {one / inproc:.2f}x (target <= {OVERHEAD:.2f}x)"
+        )
+
+
+def _bits(value):
+    """``value`` with every float as its exact hex (NaN as "nan"), to compare results to the bit, NaN included."""
+    if isinstance(value, dict):
+        return {k: _bits(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_bits(v) for v in value]
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else value.hex()
+    return value
+
+
+def _needs(*names: str) -> None:
+    if not set(names) <= set(TIMINGS):
+        pytest.skip("needs the fitting-stage benchmarks in the same run")
+
+
+def test_fitting_routes_give_the_same_numbers() -> None:
+    if not set(ROUTES) <= set(RESULTS):
+        pytest.skip("needs the three fitting-stage benchmarks in the same run")
+    reference = RESULTS["fitting_in_process"]
+    for route in ROUTES:
+        for (row, expected), (_, got) in zip(reference, RESULTS[route], strict=True):
+            assert type(got) is type(expected), f"row {row}: {route} gives {got!r}, in-process {expected!r}"
+            if isinstance(expected, ModelError):
+                assert str(got) == str(expected), f"row {row}: {route} fails otherwise"
+                continue
+            assert list(got.metrics) == list(expected.metrics), f"row {row}: {route} gives other metrics"
+            for metric, summary in expected.metrics.items():
+                assert _bits(got.metrics[metric].as_dict()) == _bits(summary.as_dict()), (
+                    f"row {row}, {metric}: {route} {got.metrics[metric].as_dict()} != in-process {summary.as_dict()}"
+                )
+            assert got.replicates.equals(expected.replicates), f"row {row}: {route} gives other bootstrap replicates"
+
+
+def test_fitting_workers_speedup() -> None:
+    _needs("fitting_dask_1_worker", "fitting_dask_2_workers")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two CPU cores")
+    ratio = TIMINGS["fitting_dask_1_worker"] / TIMINGS["fitting_dask_2_workers"]  # printed by the 2-worker one
+    assert ratio >= TARGET, f"2 Dask workers only {ratio:.2f}x faster than 1 (target {TARGET}x); are two cores idle?"
+
+
+def test_fitting_dask_overhead() -> None:
+    _needs("fitting_in_process", "fitting_dask_1_worker")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two CPU cores")  # the cluster's scheduler and its worker share them
+    ratio = TIMINGS["fitting_dask_1_worker"] / TIMINGS["fitting_in_process"]
+    assert ratio <= OVERHEAD, (
+        f"1 Dask worker {ratio:.2f}x as long as this process (target <= {OVERHEAD:.2f}x): the cluster's start, "
+        "imports and close cost more than 10 % of the fitting stage"
+    )
