@@ -1,4 +1,5 @@
-"""Helpers for testing the harness and plugins for it: a small cohort with a known hazard, the CLI in a subprocess.
+"""Helpers for testing the harness and plugins for it: a small cohort with a known hazard, the CLI in a subprocess
+(``run_cli``) or forked from a server that has imported it once (``fork_cli``).
 
 Plugin authors can use them too: ``from bench.testing import make_cohort``.
 """
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -211,14 +213,17 @@ class ForkServer:
         self.ready = threading.Event()
         self._pending: dict[int, queue.SimpleQueue] = {}
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        self._pending_lock = threading.Lock()  # the table of requests waiting for answers
+        self._send_lock = threading.Lock()  # the server's stdin: one request written at a time
+        self._warned = False
         self._proc: subprocess.Popen | None = None
         if self.why_not:
             self.ready.set()
             return
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the server: the server's stderr: what its imports print, a crash's traceback
+        # The server's stderr (open as long as the server): what its imports print, a crash's traceback.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
         code = (  # without -c's own first entry (the working directory): each child puts its own there, as -m does
-            "import sys; sys.flags.safe_path or sys.path.pop(0); "
+            "import sys; getattr(sys.flags, 'safe_path', False) or sys.path.pop(0); "
             "from bench.testing import _fork_server_main; _fork_server_main()"
         )
         self._proc = subprocess.Popen(
@@ -229,7 +234,8 @@ class ForkServer:
             cwd=os.sep,
             env=self.env,
         )
-        threading.Thread(target=self._read, name="fork-server-reader", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="fork-server-reader", daemon=True)
+        self._reader.start()
 
     # -- the client side
 
@@ -257,32 +263,31 @@ class ForkServer:
         with tempfile.TemporaryDirectory(prefix="fork-cli-") as tmp:
             out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
             answers = queue.SimpleQueue()
-            with self._lock:
+            with self._pending_lock:
                 request_id = next(self._ids)
                 self._pending[request_id] = answers
-                self._send(
-                    {
-                        "op": "run",
-                        "id": request_id,
-                        "args": command[3:],
-                        "cwd": folder,
-                        "env": env,
-                        "stdout": out,
-                        "stderr": err,
-                    }
-                )
+            self._send(
+                {
+                    "op": "run",
+                    "id": request_id,
+                    "args": command[3:],
+                    "cwd": folder,
+                    "env": env,
+                    "stdout": out,
+                    "stderr": err,
+                }
+            )
             try:
                 self._answer(answers)  # the child's pid: it runs
                 try:
                     left = None if deadline is None else max(0.0, deadline - time.monotonic())
                     status = self._answer(answers, left)["status"]
                 except queue.Empty:
-                    with self._lock:
-                        self._send({"op": "kill", "id": request_id})
+                    self._send({"op": "kill", "id": request_id})
                     self._answer(answers, 60)  # reaped: nothing writes the files any more
                     raise subprocess.TimeoutExpired(command, timeout, _read_bytes(out), _read_bytes(err)) from None
             finally:
-                with self._lock:
+                with self._pending_lock:
                     self._pending.pop(request_id, None)
             stdout, stderr = (_decode(_read_bytes(path), errors) for path in (out, err))
         return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), stdout, stderr)
@@ -291,6 +296,9 @@ class ForkServer:
         """Why an invocation in ``env`` runs in a plain subprocess ("" when it is forked); waits for the imports."""
         self.ready.wait()
         if self.why_not:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"bench.testing.fork_cli runs plain subprocesses: {self.why_not}", stacklevel=3)
             return self.why_not
         differ = sorted(k for k in set(env) | set(self.env) if env.get(k) != self.env.get(k))
         frozen = [k for k in differ if not k.startswith(FORK_CALL_TIME_ENV)]
@@ -298,9 +306,9 @@ class ForkServer:
 
     def close(self) -> None:
         """Stop the server once its children have ended (they are not killed)."""
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is None or self._log.closed:
             return
-        with self._lock:
+        with self._send_lock:
             try:
                 self._proc.stdin.close()
             except OSError:
@@ -310,12 +318,16 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        self._reader.join(timeout=10)
+        self._proc.stdout.close()
+        self._log.close()
 
     def _send(self, message: dict) -> None:
         try:
-            self._proc.stdin.write(json.dumps(message).encode() + b"\n")
-            self._proc.stdin.flush()
-        except OSError as exc:
+            with self._send_lock:
+                self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+                self._proc.stdin.flush()
+        except (OSError, ValueError) as exc:  # ValueError: closed
             raise RuntimeError(f"the fork server is gone: {self._log_text()}") from exc
 
     def _answer(self, answers: queue.SimpleQueue, timeout: float | None = None) -> dict:
@@ -335,20 +347,21 @@ class ForkServer:
                     self.why_not = f"the fork server's imports printed: {self._log_text()}"
                 self.ready.set()
                 continue
-            with self._lock:
+            with self._pending_lock:
                 answers = self._pending.get(message["id"])
             if answers is not None:
                 answers.put(message)
         if not self.ready.is_set():
             self.why_not = f"the fork server did not start: {self._log_text()}"
             self.ready.set()
-        with self._lock:
+        with self._pending_lock:
             for answers in self._pending.values():
                 answers.put({"gone": True})
 
     def _log_text(self) -> str:
-        self._log.seek(0)
-        return self._log.read()[-3000:].decode(errors="replace").strip() or "(nothing on its stderr)"
+        size = os.fstat(self._log.fileno()).st_size
+        tail = os.pread(self._log.fileno(), 3000, max(0, size - 3000))
+        return tail.decode(errors="replace").strip() or "(nothing on its stderr)"
 
 
 def _read_bytes(path: str) -> bytes:
@@ -456,18 +469,20 @@ def _become(request: dict) -> None:
     """In the forked child: become ``python -m bench ARGS`` in the request's folder, environment and files."""
     import runpy
 
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
     for fd, path, flags in (
         (0, os.devnull, os.O_RDONLY),
         (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
         (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
     ):
         opened = os.open(path, flags, 0o600)
-        os.dup2(opened, fd)  # inheritable, as a process's standard streams are
+        os.dup2(opened, fd)  # inheritable, as a process's standard streams are; sys.stdout and sys.stderr write here
         os.close(opened)
-    if not sys.flags.safe_path:
+    os.chdir(request["cwd"])
+    os.environ.clear()  # unsetenv and putenv too: what the invocation's own subprocesses inherit
+    os.environ.update(request["env"])
+    # Signal handlers: the interpreter's own (SIGINT raises KeyboardInterrupt, SIGPIPE ignored...), since the server
+    # sets none; the invocation's SIGTERM handling is bench's own (bench.signals).
+    if not getattr(sys.flags, "safe_path", False):
         sys.path.insert(0, os.getcwd())  # what -m puts first: the working directory
     if "numpy" in sys.modules:
         np.random.seed()  # a fresh process's global generator is seeded afresh (``random`` reseeds itself at fork)

@@ -167,7 +167,11 @@ class Extractor:
         """
         todo: list[tuple[PatientRecord, str | None]] = []
         for record in records:
-            key = self.cache_key(record) if cache is not None else None
+            try:
+                key = self.cache_key(record) if cache is not None else None
+            except (OSError, BenchError) as exc:  # an input file gone since the checks: this patient fails
+                yield record, exc
+                continue
             hit = cache.get(key) if cache is not None and key is not None else None
             if hit is not None:
                 yield record, self.entry_features(hit)

@@ -14,8 +14,9 @@ once (``bench.testing.fork_cli``), since those imports are most of what a failin
 child is still a fresh OS process running ``python -m bench``'s ``__main__`` in the case's folder, with the
 case's environment, stdout and stderr of its own and its real exit status; nothing a case computes is ever
 seen by another (the server only imports). A case runs in a plain ``python -m bench`` subprocess instead when
-  - its command computes with torch (``SUBPROCESS``: resnet3d, medsam2): the child would start torch's thread
-    pools in a process forked from one with other threading runtimes (OpenBLAS, OpenMP) already loaded;
+  - its command uses torch (``SUBPROCESS``: resnet3d, medsam2): the server never imports torch (its thread
+    pools do not survive a fork), so these would gain little (importing torch is most of their cost) for
+    starting torch's own OpenMP runtime in a process forked from one with other threading runtimes loaded;
   - its environment differs from the server's in a variable other than ``BENCH_*`` (``fork_cli`` decides:
     a ``PYTHON*``, locale or library variable may have been read at start-up or import);
   - or the server cannot serve (not Linux; its imports printed something or started a thread).

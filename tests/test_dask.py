@@ -258,6 +258,40 @@ def test_the_cluster_is_checked_before_any_work(cluster: Cluster) -> None:
         executor.close()
 
 
+def test_a_patient_that_fails_on_a_worker_is_named_and_the_others_are_cached(
+    cluster: Cluster, synthetic_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+    from distributed import Client
+
+    from bench.cache import FeatureCache
+    from bench.data.manifest import manifest_cohort, read_manifest
+    from bench.errors import ExtractionInputError
+    from bench.executor import DaskExecutor
+    from bench.testing import subset_manifest
+    from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))  # the workers derive masks into it too
+    manifest = subset_manifest(synthetic_data / "synthetic_mm-tiny-seed0" / "manifest.yaml", 6, tmp_path, "six")
+    table = pd.read_csv(manifest.parent / "patients.csv", dtype=str)
+    damaged = tmp_path / "MM0003-pet.nii.gz"
+    whole = Path(table.loc[2, "pet"]).read_bytes()
+    damaged.write_bytes(whole[: len(whole) // 2])
+    table.loc[2, "pet"] = str(damaged)
+    table.to_csv(manifest.parent / "patients.csv", index=False)
+    cohort = manifest_cohort(read_manifest(manifest), str(manifest))
+    cache = FeatureCache(tmp_path / "cache" / "features")
+    extractor = RadiomicsExtractor(RadiomicsConfig(feature_classes=("firstorder",)))
+    with Client(cluster.address, set_as_default=False, timeout=30) as client:
+        with pytest.raises(ExtractionInputError) as failed:
+            extractor.extract(cohort, progress=False, cache=cache, executor=DaskExecutor(client, "a test cluster"))
+    message = str(failed.value)
+    assert message.startswith("extractor 'radiomics' failed for 1 of 6 patients: MM0003 ("), message
+    assert str(damaged) in message and "; the others are cached" in message
+    assert failed.value.exit_code == 2
+    assert cache.info()[0] == 5
+
+
 def test_a_worker_killed_mid_extraction_loses_nothing(
     cluster: Cluster, reference: Path, data_env: dict[str, str], tmp_path: Path
 ) -> None:
