@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
 from bench.errors import UsageError
-from bench.executor import SCHEDULER_ENV
 
 DEFAULT_DATASET = "synthetic_mm"
 
@@ -69,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tau=args.tau,
         weights=args.weights,
         workers=args.workers,
-        scheduler=args.scheduler or os.environ.get(SCHEDULER_ENV) or None,
+        scheduler=_scheduler(args),
         tune=args.tune,
         tune_inner_folds=args.tune_inner_folds,
         optuna_storage=args.optuna_storage,
@@ -95,6 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_atomic(args.output_json, json.dumps(outcome.as_json(), indent=1, sort_keys=True) + "\n")
     outcome.check()  # exit 1 naming every failed row and fold
     return 0
+
+
+def _scheduler(args: argparse.Namespace) -> str | None:
+    """``--scheduler``, else ``$BENCH_DASK_SCHEDULER``; None leaves the choice to a grid config, then to --workers."""
+    from bench.executor import scheduler_from_env
+
+    return args.scheduler or scheduler_from_env()
 
 
 def _run_command(args: argparse.Namespace) -> str:
@@ -126,7 +131,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from bench.report.results import Results, save_results
 
     overrides = {"dataset": args.dataset, "bootstrap": args.bootstrap, "workers": args.workers}
-    overrides["scheduler"] = args.scheduler or os.environ.get(SCHEDULER_ENV) or None
+    overrides["scheduler"] = _scheduler(args)
     overrides.update({"weights": args.weights, "tracking_uri": args.tracking_uri})
     config = load_config(args.config, overrides)
     board = args.leaderboard or (config.leaderboard if not args.dataset else None)

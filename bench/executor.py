@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -168,7 +169,9 @@ def local_cluster(workers: int) -> Iterator[DaskExecutor]:
         processes=True,
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",  # any free port: two invocations at once must not collide
-        silence_logs=logging.ERROR,
+        # The scheduler runs in this process: its log lines (e.g. on Ctrl-C, "Couldn't gather keys") are not the
+        # user's business; what fails is reported by bench itself.
+        silence_logs=logging.CRITICAL,
         env=THREAD_ENV,
     )
     try:
@@ -185,6 +188,11 @@ def local_cluster(workers: int) -> Iterator[DaskExecutor]:
 def _announce(executor: DaskExecutor, announce: bool) -> None:
     if announce:
         print(f"bench: running on {executor.description}; dashboard {executor.client.dashboard_link}", file=sys.stderr)
+
+
+def scheduler_from_env() -> str | None:
+    """``$BENCH_DASK_SCHEDULER``, when set and not empty."""
+    return os.environ.get(SCHEDULER_ENV) or None
 
 
 def check_scheduler(address: str) -> None:

@@ -71,11 +71,10 @@ def make_cohort(n_patients: int = 60, samples_per_patient: int = 1, seed: int = 
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``bench ...`` in a subprocess, as a user runs it."""
+    """``bench ...`` in a process of its own, as a user runs it: forked from a server that imported the heavy
+    libraries once (``fork_cli``), or a plain subprocess where forking could change what it checks."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=600
-    )
+    return fork_cli(list(args), cwd=cwd, env=full_env, timeout=600)
 
 
 def count_extractions(monkeypatch, extractor_cls: type) -> list[str]:
