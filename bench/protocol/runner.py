@@ -155,7 +155,7 @@ def run(request: RunRequest, progress: bool = True, baseline: Baseline | None = 
         else None
     )
     with open_executor(request.workers, request.scheduler, announce=progress) as executor:
-        executor.check(*_plan_needs(plan))  # the cluster can run the plan: plugins importable, GPUs offered
+        executor.check(*plan_needs(plan))  # the cluster can run the plan: plugins importable, GPUs offered
         store = open_store(request.tracking_uri)  # the store itself, last: it cannot be opened without creating it
         tracker = Tracker(
             store,
@@ -254,7 +254,7 @@ def row_fits(
     ]  # fmt: skip
 
 
-def _plan_needs(plan: list[tuple[Features, list[PluginSpec]]]) -> tuple[list[str], dict[str, float]]:
+def plan_needs(plan: list[tuple[Features, list[PluginSpec]]]) -> tuple[list[str], dict[str, float]]:
     """The modules a worker imports to run the plan's tasks, and the worker resources they ask for."""
     plugins = [p for features, models in plan for p in [*features.parts, *models]]
     modules = list(dict.fromkeys(["bench.protocol.fitting", *(p.cls.__module__ for p in plugins)]))

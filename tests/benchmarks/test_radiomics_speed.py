@@ -4,9 +4,10 @@ Not part of the default test run (`--benchmark-skip`); run with `make bench`.
 The patients are 40 of the built-in synthetic cohort at the default dataset's
 resolution and coverage (the ``demo`` preset of ``synthetic_mm``: 6 mm PET, skull to
 mid-femur; generated here with 40 patients), described with the extractor's defaults
-(PET, skeleton ROI, five feature classes), about 1.5 s of work per patient on one
-core. The tiny preset's patients take 0.2 s each, so there the start of the worker
-processes (each imports pyradiomics, about 1.5 s) would be most of what is timed.
+(PET, skeleton ROI, five feature classes), about 2.5 s of work per patient on one
+core (100 s in all). The tiny preset's patients take 0.2 s each, so there the start
+of the worker processes (each imports pyradiomics, about 1.5 s) would be most of what
+is timed.
 A Dask route is timed as a user waits for it: the local cluster starts, extracts every
 patient and closes inside the timed call (``local_cluster(n)``); the in-process route
 runs the patients one after another on ``Executor()``. Two targets: 2 workers at least
@@ -43,7 +44,7 @@ from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor
 from .conftest import TIMINGS
 
 PATIENTS = 40
-ROUNDS = 1  # 40 patients take about a minute a route on one core
+ROUNDS = 1  # 40 patients take about 100 s on one core
 CONFIG = RadiomicsConfig()  # the defaults a user gets
 TARGET = 1.6  # two Dask workers at least this much faster than one
 OVERHEAD = 1.10  # one Dask worker, cluster start and close included, at most this much slower than this process
