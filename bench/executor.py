@@ -33,6 +33,11 @@ GPU = "GPU"  # the worker resource a device=cuda task asks for: `dask worker ...
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
+def on_gpu(config: Any) -> bool:
+    """Whether a plugin with these options runs on a GPU (``device=cuda``, ``cuda:1``...): its tasks ask for ``GPU``."""
+    return str(getattr(config, "device", "cpu")).startswith("cuda")
+
+
 class Executor:
     """Runs tasks in this process, in order; the base of every executor."""
 

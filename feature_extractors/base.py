@@ -35,7 +35,7 @@ from bench.errors import (
     UsageError,
     WeightsError,
 )
-from bench.executor import GPU, Executor, open_executor
+from bench.executor import GPU, Executor, on_gpu, open_executor
 
 # Re-exported so plugins declare option constraints from here (see bench.plugins.options).
 from bench.plugins.options import AnyOf, ExistingFile, Increasing, Interval, Length, OneOf, option  # noqa: F401
@@ -187,7 +187,7 @@ class Extractor:
 
         with _cache_route(cache, executor) as route:
             tasks = [(self, record, key, route) for record, key in todo]
-            resources = {GPU: 1} if str(getattr(self.config, "device", "cpu")).startswith("cuda") else None
+            resources = {GPU: 1} if on_gpu(self.config) else None
             for i, (outcome, entry) in executor.map(
                 patient_task, tasks, name=f"extract_{self.name}", resources=resources, lost=lost
             ):

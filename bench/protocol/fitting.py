@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from bench.data.cohort import Cohort
 from bench.errors import ModelError
-from bench.executor import GPU, Executor
+from bench.executor import GPU, Executor, on_gpu
 from bench.plugins.specs import Features, PluginSpec
 from bench.protocol.evaluation import Evaluation, FoldResult, combine, evaluate_fold
 from bench.protocol.splits import Split
@@ -94,7 +94,7 @@ def fit_rows(
         for f in range(n_folds):
             tasks.append((shared_cohort, shared_split, handles, spec, f))
             owners.append((r, f))
-    resources = {GPU: 1} if any(_on_gpu(spec.model) for _, _, spec in rows) else None
+    resources = {GPU: 1} if any(on_gpu(spec.model.config) for _, _, spec in rows) else None
 
     def lost(i: int, exc: BaseException) -> ModelError:
         return ModelError("every Dask worker that ran this fold died (out of memory?); see the workers' logs",
@@ -113,7 +113,3 @@ def fit_rows(
             yield next_row, failed if failed is not None else combine(cohort, folds, rows[next_row][2].bootstrap)
             done[next_row] = {}
             next_row += 1
-
-
-def _on_gpu(model: PluginSpec) -> bool:
-    return str(getattr(model.config, "device", "cpu")).startswith("cuda")

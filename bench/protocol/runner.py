@@ -20,7 +20,7 @@ from bench.cache import check_cache_writable
 from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
 from bench.errors import BenchError, InputError, ModelError, RowsFailedError, UsageError
-from bench.executor import GPU, Executor, check_scheduler, open_executor
+from bench.executor import GPU, Executor, check_scheduler, on_gpu, open_executor
 from bench.plugins.labels import Baseline, RowKey
 from bench.plugins.registry import EXTRACTORS
 from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
@@ -258,8 +258,8 @@ def plan_needs(plan: list[tuple[Features, list[PluginSpec]]]) -> tuple[list[str]
     """The modules a worker imports to run the plan's tasks, and the worker resources they ask for."""
     plugins = [p for features, models in plan for p in [*features.parts, *models]]
     modules = list(dict.fromkeys(["bench.protocol.fitting", *(p.cls.__module__ for p in plugins)]))
-    on_gpu = any(str(getattr(p.config, "device", "cpu")).startswith("cuda") for p in plugins)
-    return modules, ({GPU: 1} if on_gpu else {})
+    gpu = any(on_gpu(p.config) for p in plugins)
+    return modules, ({GPU: 1} if gpu else {})
 
 
 def resolve_plan(request: RunRequest) -> list[tuple[Features, list[PluginSpec]]]:
