@@ -68,7 +68,11 @@ class Executor:
         return True
 
     def check(self, modules: Sequence[str], resources: dict[str, float]) -> None:
-        """Raise ``UsageError`` before any work when workers cannot import ``modules`` or offer ``resources``."""
+        """Import ``modules`` where tasks run, before any work; raise ``UsageError`` when one cannot be imported or
+        no worker offers ``resources``. Imported now, the tasks that use them do not pay for the import."""
+        problem = _import_problem(list(modules))
+        if problem:
+            raise UsageError(f"cannot import {problem}; install the extras and plugin packages it needs")
 
     def close(self) -> None:
         pass

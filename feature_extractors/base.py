@@ -109,6 +109,9 @@ class Extractor:
     Config: ClassVar[type] = NoOptions
     cacheable: ClassVar[bool] = False  # per-patient features worth caching (anything that reads images)
     uses_torch: ClassVar[bool] = False  # computes with torch: one torch thread per patient (see ``one_thread``)
+    # Modules imported on first use, not with the plugin (the CLI starts without them); `bench` imports them before
+    # any work, on every Dask worker too, so that a missing one fails first and no task pays for the import.
+    imports: ClassVar[tuple[str, ...]] = ()
     # Options that make the extractor quick and offline, for the registry-driven contract tests
     # (e.g. {"weights": "random", "max_slices": "2"}); users never see them.
     smoke_options: ClassVar[dict[str, str]] = {}

@@ -313,6 +313,7 @@ class MedSAM2MemoryExtractor(Extractor):
     version = "1"
     Config = MedSAM2Config
     cacheable = True
+    imports = ("sam2", "hydra.utils", "omegaconf")
     smoke_options: ClassVar[dict[str, str]] = {"weights": RANDOM, "max_slices": "2"}
 
     def __init__(self, config: MedSAM2Config | None = None):

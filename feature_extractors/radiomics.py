@@ -81,6 +81,7 @@ class RadiomicsExtractor(Extractor):
     version = "1"
     Config = RadiomicsConfig
     cacheable = True
+    imports = ("radiomics.featureextractor",)
 
     def extract_patient(self, record: PatientRecord) -> dict[str, float]:
         from bench.data.imaging.study import Study

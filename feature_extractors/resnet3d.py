@@ -193,6 +193,7 @@ class ResNet3DExtractor(Extractor):
     version = "1"
     Config = ResNet3DConfig
     cacheable = True
+    imports = ("torchvision.models.video",)
     smoke_options: ClassVar[dict[str, str]] = {"weights": RANDOM, "voxel_mm": "16"}
 
     def extract(self, cohort: Cohort, *args: Any, **kwargs: Any) -> FeatureBlock:

@@ -63,6 +63,8 @@ class SurvivalModel:
     version: ClassVar[str] = "1"
     Config: ClassVar[type]
     reads_sequences: ClassVar[bool] = False  # pools per-slice sequence blocks itself (see BlockLayout)
+    # Modules imported on first use (see ``Extractor.imports``): `bench` imports them before any work, on every worker.
+    imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None, random_state: int | None = None):
         self.config = config if config is not None else self.Config()

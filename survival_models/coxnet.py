@@ -44,6 +44,7 @@ class CoxNetConfig:
 class CoxNet(SksurvModel):
     name = "coxnet"
     version = "1"
+    imports = ("sksurv.linear_model", "sklearn.model_selection")
     Config = CoxNetConfig
 
     def make_estimator(self, alphas: Any = None, baseline: bool = True) -> Any:

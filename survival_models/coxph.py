@@ -19,6 +19,7 @@ class CoxPHConfig:
 class CoxPH(SksurvModel):
     name = "coxph"
     version = "1"
+    imports = ("sksurv.linear_model",)
     Config = CoxPHConfig
 
     def make_estimator(self) -> Any:

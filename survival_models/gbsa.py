@@ -21,6 +21,7 @@ class GBSAConfig:
 class GradientBoostingSurvival(SksurvModel):
     name = "gbsa"
     version = "1"
+    imports = ("sksurv.ensemble",)
     Config = GBSAConfig
 
     def make_estimator(self) -> Any:

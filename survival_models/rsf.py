@@ -24,6 +24,7 @@ class RSFConfig:
 class RandomSurvivalForest(SksurvModel):
     name = "rsf"
     version = "1"
+    imports = ("sksurv.ensemble",)
     Config = RSFConfig
 
     def make_estimator(self) -> Any:

@@ -92,3 +92,16 @@ def test_extractor_contract(name: str, imaging_cohort, tmp_path: Path, monkeypat
     outcome_free.time = outcome_free.time[::-1].copy()
     outcome_free.event = ~outcome_free.event
     assert cls(config).extract(outcome_free, progress=False).frame.equals(first.frame), "features never see outcomes"
+
+
+@pytest.mark.parametrize("registry", [EXTRACTORS, MODELS], ids=["extractors", "models"])
+def test_modules_a_plugin_imports_on_first_use_exist(registry) -> None:
+    """``imports`` is what `bench` imports before any work (on every Dask worker too): a misspelt name would fail
+    every run, so each must be a module that this environment finds."""
+    import importlib.util
+
+    for name in registry.names():
+        cls = registry.load(name)
+        assert isinstance(cls.imports, tuple), f"{name}.imports must be a tuple of module names"
+        for module in cls.imports:
+            assert importlib.util.find_spec(module) is not None, f"{name}.imports names {module!r}, not found"

@@ -439,3 +439,16 @@ def test_the_extraction_failure_says_what_failed_and_only_then_that_the_others_a
     monkeypatch.setattr(_Flaky, "failing", {"S0000": errors.WeightsError("flaky: bad weights"), "S0001": bad["S0001"]})
     with pytest.raises(errors.WeightsError, match="^flaky: bad weights$"):  # about the file, not the patients
         _Flaky().extract(cohort, progress=False, cache=FeatureCache(tmp_path / "empty"))
+
+
+def test_the_plan_asks_for_the_modules_its_plugins_import_on_first_use() -> None:
+    """What `bench` imports before any work, here and on every Dask worker: each plugin's own module, then the modules
+    its first fit or extraction would import (a forest's sksurv.ensemble, DeepSurv's torch._dynamo)."""
+    from bench.protocol.runner import RunRequest, plan_needs, resolve_plan
+
+    plan = resolve_plan(RunRequest("synthetic_mm_tiny", extractors=("clinical", "radiomics"), models=("rsf", "deepsurv")))
+    modules, resources = plan_needs(plan)
+    for expected in ("bench.protocol.fitting", "survival_models.rsf", "sksurv.ensemble", "survival_models.deepsurv",
+                     "torch._dynamo", "feature_extractors.radiomics", "radiomics.featureextractor"):  # fmt: skip
+        assert expected in modules, f"{expected} is not imported before the work"
+    assert len(modules) == len(set(modules)) and resources == {}

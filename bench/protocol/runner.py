@@ -257,7 +257,8 @@ def row_fits(
 def plan_needs(plan: list[tuple[Features, list[PluginSpec]]]) -> tuple[list[str], dict[str, float]]:
     """The modules a worker imports to run the plan's tasks, and the worker resources they ask for."""
     plugins = [p for features, models in plan for p in [*features.parts, *models]]
-    modules = list(dict.fromkeys(["bench.protocol.fitting", *(p.cls.__module__ for p in plugins)]))
+    modules = ["bench.protocol.fitting", *(m for p in plugins for m in (p.cls.__module__, *p.cls.imports))]
+    modules = list(dict.fromkeys(modules))
     gpu = any(on_gpu(p.config) for p in plugins)
     return modules, ({GPU: 1} if gpu else {})
 
