@@ -201,7 +201,10 @@ def test_committed_synthetic_rows_are_reproduced(tmp_path: Path) -> None:
     demo = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     cheap = [r for r in demo["rows"] if isinstance(r, dict) and r["features"] in ("clinical", "oracle")]
     cheap.append({"features": "example_noise", "models": ["coxph"]})  # a test plugin: features of pure noise
-    config = _write(tmp_path / "cheap.yaml", {**demo, "rows": cheap, "leaderboard": str(tmp_path / "cheap.md")})
+    # In this process: the demo's 2-worker cluster on top of the test run's own workers would only oversubscribe the
+    # cores (the rows are the same on any number of workers, tests/test_dask.py shows it)
+    config = _write(tmp_path / "cheap.yaml",
+                    {**demo, "rows": cheap, "leaderboard": str(tmp_path / "cheap.md"), "workers": 1})  # fmt: skip
     env = {"BENCH_DATA_DIR": str(tmp_path / "data"), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
     result = run_cli("grid", "--config", str(config), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--quiet",
                      env=env)  # fmt: skip
