@@ -40,6 +40,8 @@ from feature_extractors.base import (
     patient_records,
     roi_inputs,
 )
+from feature_extractors.slices import padded, roi_slices
+from feature_extractors.slices import slice_box as pixel_box
 
 WEIGHTS = WeightsSource(
     filename="MedSAM2_latest.pt",
@@ -159,20 +161,10 @@ def slices_to_tensor(grey: np.ndarray, device: str):
     return (x - mean) / std
 
 
-def roi_slices(mask: np.ndarray, stride: int = 1, max_slices: int = 0) -> np.ndarray:
-    """Indices of the axial slices the ROI touches, strided, then evenly subsampled to ``max_slices``."""
-    touched = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[:: max(stride, 1)]
-    if max_slices and len(touched) > max_slices:
-        touched = touched[np.unique(np.linspace(0, len(touched) - 1, max_slices).round().astype(int))]
-    return touched
-
-
 def slice_box(mask_slice: np.ndarray) -> np.ndarray:
     """The ROI's bounding box [x0, y0, x1, y1] on one slice, in 512-px model coordinates (no jitter)."""
-    ys, xs = np.nonzero(mask_slice)
     h, w = mask_slice.shape
-    box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
-    return box / np.array([w, h, w, h], dtype=np.float32) * IMAGE_SIZE
+    return pixel_box(mask_slice) / np.array([w, h, w, h], dtype=np.float32) * IMAGE_SIZE
 
 
 # ---------------------------------------------------------------------------------- embedding
@@ -429,16 +421,3 @@ class MedSAM2MemoryExtractor(Extractor):
 
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
         return roi_inputs(record, self.config.modality, self.config.roi)
-
-
-def padded(sequences: dict[str, np.ndarray], order) -> tuple[np.ndarray, np.ndarray]:
-    """Per-slice vectors of every sample, zero-padded to the longest: values [n, D, F] and mask [n, D]."""
-    depth = max(len(v) for v in sequences.values())
-    features = next(iter(sequences.values())).shape[1]
-    values = np.zeros((len(order), depth, features), np.float64)
-    mask = np.zeros((len(order), depth), bool)
-    for i, sid in enumerate(order):
-        seq = np.asarray(sequences[sid], np.float64)
-        values[i, : len(seq)] = seq
-        mask[i, : len(seq)] = True
-    return values, mask

@@ -3,14 +3,14 @@
 The real studies come from ``../shared/data/ibsi_sts`` (read in place, never copied):
 PET in SUV and, for four patients, CT on its own finer grid with its own tumour mask.
 Both masks enter a manifest as two ROIs, so each modality is described inside the
-contour drawn on it, through the same manifest path a user's cohort takes. resnet3d
-and medsam2_memory run with their smoke options (explicit random-init controls, coarse
+contour drawn on it, through the same manifest path a user's cohort takes. resnet3d,
+medsam2_memory and timm run with their smoke options (explicit random-init controls, coarse
 voxels; one slice on two patients for MedSAM2, to keep the file quick): this checks that the pipelines run on real images and give
 usable vectors, not what pretrained weights would make of them.
 
 The expected lengths come from outside the extractors: pyradiomics' own feature
-registry, the width of torchvision's R3D-18 classifier input, and the memory
-encoder's ``out_dim`` in sam2's model config.
+registry, the width of torchvision's R3D-18 classifier input, the memory
+encoder's ``out_dim`` in sam2's model config, and timm's ``num_features`` of the backbone.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bench.plugins.registry import EXTRACTORS
 STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
 WITH_CT = ["STS_008", "STS_019", "STS_025"]  # three of the four patients that have a CT
 N_PATIENTS = 3  # per cohort; the real one has exactly three (those with CT)
-EXTRACTOR_NAMES = ["radiomics", "resnet3d", "medsam2_memory"]
+EXTRACTOR_NAMES = ["radiomics", "resnet3d", "medsam2_memory", "timm"]
 # MedSAM2's image encoder costs about a second per 512-px slice on two CPU cores: two patients, one slice each.
 FEWER = {"medsam2_memory": ({"max_slices": "1"}, 2)}
 # (cohort, modality, roi): on the real data each modality uses the contour drawn on its own image
@@ -72,6 +72,11 @@ def expected_names(name: str, config) -> list[str]:
         channels = OmegaConf.load(Path(sam2.__file__).parent / CONFIG_FILE).model.memory_encoder.out_dim
         assert channels == 64
         return [f"mem_{i:03d}" for i in range(channels)]
+    if name == "timm":
+        import timm
+
+        width = timm.create_model(config.model, pretrained=False).num_features  # what forward_head's pre-logits gives
+        return [f"timm_{i:03d}" for i in range(width)]
     raise AssertionError(f"no expected names for {name!r}")
 
 

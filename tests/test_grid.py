@@ -144,6 +144,11 @@ def test_guinea_perez_config_is_the_study_design() -> None:
     joined = " ".join(features)
     for needle in ("modality=ct", "roi=spine_dilated", "pool=attention", "radiomics", "resnet3d"):
         assert needle in joined, needle
+    generic = [f for f in features if f.startswith("timm[")]  # the 2D backbone baseline, alone and with clinical
+    assert len(generic) == 2 and generic[0].split("+")[0] == generic[1].split("+")[0], generic
+    assert "roi=spine_dilated" in generic[0] and "modality=ct" not in generic[0] and generic[1].endswith("+clinical")
+    config = yaml.safe_load((REPO / "configs" / "guinea_perez_2025.yaml").read_text())
+    assert "timm:model=resnet50,modality=pet,roi=spine_dilated" in config["extractors"].values()
     assert "clinical" in features
     assert any(f.count("medsam2_memory") == 2 and f.endswith("+clinical") for f in features), "PET+CT+clinical"
     models = {m.split("[")[0] for _, ms in labels for m in ms}

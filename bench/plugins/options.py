@@ -61,7 +61,10 @@ def check_config(config: Any, owner: str) -> None:
         for constraint in f.metadata.get("constraints", ()):
             if getattr(constraint, "whole", False) or not isinstance(value, tuple):
                 if not constraint.check(value):
-                    raise UsageError(f"{owner} option {f.name} must be {constraint.requirement()}, got {value!r}")
+                    hint = getattr(constraint, "hint", None)  # optional: words about this value, e.g. close names
+                    extra = hint(value) if callable(hint) else ""
+                    raise UsageError(f"{owner} option {f.name} must be {constraint.requirement()}, got {value!r}"
+                                     + (f"; {extra}" if extra else ""))  # fmt: skip
                 continue
             for item in value:
                 if not constraint.check(item):
@@ -98,6 +101,9 @@ class Constraint(Protocol):
     def requirement(self) -> str:
         """Completes "option X must be ...", e.g. "in (0, inf)"."""
         ...
+
+    # Optional: ``hint(value) -> str``, words appended to the error about one failing value (e.g. the closest
+    # valid names); "" adds nothing.
 
 
 def option(default: Any, *constraints: Constraint) -> Any:

@@ -19,6 +19,8 @@ PAIRS = {  # label -> (slower, faster) benchmark names
     "radiomics extraction: Dask 1 worker / in-process": ("radiomics_dask_1_worker", "radiomics_in_process"),
     "fitting stage: 1 / 2 Dask workers": ("fitting_dask_1_worker", "fitting_dask_2_workers"),
     "fitting stage: Dask 1 worker / in-process": ("fitting_dask_1_worker", "fitting_in_process"),
+    "512-px slice: MedSAM2 encoder / resnet18": ("medsam2_encoder_512px", "timm_resnet18_512px"),
+    "512-px slice: MedSAM2 encoder / convnext_tiny": ("medsam2_encoder_512px", "timm_convnext_tiny_512px"),
 }
 
 
