@@ -11,7 +11,6 @@ mean over slices of the per-slice means (``mem_000`` .. ``mem_063``).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,26 +20,16 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from bench.cache import FeatureCache
-from bench.data.cohort import Cohort
-from bench.data.inputs import StudyInputs
 from bench.errors import UsageError
 from bench.plugins.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
 from feature_extractors.base import (
-    Extractor,
-    FeatureBlock,
     Increasing,
     Interval,
     Length,
     PatientRecord,
-    image_files,
-    image_needs,
-    one_thread,
     option,
-    patient_records,
-    roi_inputs,
 )
-from feature_extractors.slices import padded, roi_slices
+from feature_extractors.slices import SliceExtractor, padded, roi_slices  # noqa: F401 - padded: its old home
 from feature_extractors.slices import slice_box as pixel_box
 
 WEIGHTS = WeightsSource(
@@ -299,12 +288,11 @@ def _weights_digest(path: str, size: int, mtime: float) -> str:
 # ---------------------------------------------------------------------------------- extractor
 
 
-class MedSAM2MemoryExtractor(Extractor):
+class MedSAM2MemoryExtractor(SliceExtractor):
     name = "medsam2_memory"
-    uses_torch = True
     version = "1"
     Config = MedSAM2Config
-    cacheable = True
+    feature_prefix = "mem"
     imports = ("sam2", "hydra.utils", "omegaconf")
     smoke_options: ClassVar[dict[str, str]] = {"weights": RANDOM, "max_slices": "2"}
 
@@ -332,7 +320,7 @@ class MedSAM2MemoryExtractor(Extractor):
         stat = path.stat()
         return "sha256:" + _weights_digest(str(path.resolve()), stat.st_size, stat.st_mtime)
 
-    def _meta(self) -> dict[str, Any]:
+    def meta(self) -> dict[str, Any]:
         """What fixes the embeddings besides the options and the inputs (in the cache key and the entry)."""
         return {
             "weights": self._weights_id(),
@@ -347,31 +335,7 @@ class MedSAM2MemoryExtractor(Extractor):
 
     # -- per patient
 
-    def embeddings(self, record: PatientRecord, cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
-        """The cached arrays of one study (computed on a miss)."""
-        key = self.cache_key(record) if cache is not None else None
-        hit = cache.get(key) if cache is not None and key is not None else None
-        if hit is not None:
-            return hit
-        with one_thread(self.uses_torch):  # the same bits on any machine (see one_thread)
-            arrays = self.compute_entry(record)
-        if cache is not None and key is not None:
-            cache.put(key, arrays)
-        return arrays
-
-    def cache_options(self) -> dict[str, Any]:
-        options = {**dataclasses.asdict(self.config), "_meta": self._meta()}
-        for unused in ("batch_size", "pool"):  # neither changes the cached arrays: poolings share entries
-            options.pop(unused)
-        return options
-
     def compute_entry(self, record: PatientRecord) -> dict[str, np.ndarray]:
-        return self._compute(record)
-
-    def entry_features(self, entry: dict[str, np.ndarray]) -> dict[str, float]:
-        return self._features(entry)
-
-    def _compute(self, record: PatientRecord) -> dict[str, np.ndarray]:
         import SimpleITK as sitk
 
         from bench.data.imaging.study import Study
@@ -381,43 +345,8 @@ class MedSAM2MemoryExtractor(Extractor):
         mask = sitk.GetArrayFromImage(study.roi_mask(self.config.roi)) > 0
         out = embed_study(self.model(), sitk.GetArrayFromImage(image), {self.config.roi: mask}, self.config)
         arrays = dict(out[self.config.roi])
-        arrays["meta"] = np.array(json.dumps(self._meta(), sort_keys=True))
+        arrays["meta"] = np.array(json.dumps(self.meta(), sort_keys=True))
         return arrays
 
-    def extract_patient(self, record: PatientRecord) -> dict[str, float]:
-        return self._features(self.embeddings(record))
-
-    def _features(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        vector = np.asarray(arrays["pooled"], dtype=np.float64).mean(axis=0)
-        return {f"mem_{i:03d}": float(v) for i, v in enumerate(vector)}
-
-    # -- cohort
-
-    def extract(
-        self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None, **kwargs
-    ) -> FeatureBlock:
-        self.weights_path()  # a missing checkpoint stops the run here, not once per patient
-        cache = cache if cache is not None else FeatureCache.default()
-        block = super().extract(cohort, progress=progress, cache=cache, **kwargs)
-        if self.config.pool == "attention":
-            block.sequence, block.sequence_mask = padded(self.sequences(cohort, cache), cohort.sample_ids)
-            block.__post_init__()
-        return block
-
-    def produces_sequence(self) -> bool:
-        return self.config.pool == "attention"
-
-    def sequences(self, cohort: Cohort, cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
-        """Per-slice pooled memory vectors [D, 64] of every sample (for attention pooling over depth)."""
-        self.weights_path()
-        cache = cache if cache is not None else FeatureCache.default()
-        return {r.sample_id: np.asarray(self.embeddings(r, cache)["pooled"]) for r in patient_records(cohort)}
-
-    def missing_inputs(self, inputs: StudyInputs | None) -> str:
-        return image_needs(inputs, (self.config.modality,), self.config.roi)
-
-    def input_files(self, inputs: StudyInputs | None) -> list[Path]:
-        return image_files(inputs, self.config.modality, self.config.roi)
-
-    def cache_inputs(self, record: PatientRecord) -> list[Path]:
-        return roi_inputs(record, self.config.modality, self.config.roi)
+    def slice_vectors(self, entry: dict[str, np.ndarray]) -> np.ndarray:
+        return entry["pooled"]  # each slice's memory features, averaged over space: [D, 64]

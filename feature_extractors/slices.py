@@ -1,4 +1,4 @@
-"""Which axial slices of a study an ROI gives, and where the ROI lies on each: one choice for every slice-wise extractor.
+"""Which axial slices of a study an ROI gives, where the ROI lies on each, and the extractor of per-slice vectors.
 
 ``medsam2_memory`` prompts MedSAM2 with each chosen slice's box; ``timm`` crops each chosen slice
 around that box (plus a margin) for a 2D backbone. Both take their slices from ``roi_slices`` and
@@ -10,9 +10,26 @@ Arrays are SimpleITK's (z, y, x); a box is ``[x0, y0, x1, y1]`` in pixels, both 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from bench.cache import FeatureCache
+from bench.data.cohort import Cohort
+from bench.data.inputs import StudyInputs
+from feature_extractors.base import (
+    Extractor,
+    FeatureBlock,
+    PatientRecord,
+    image_files,
+    image_needs,
+    one_thread,
+    patient_records,
+    roi_inputs,
+)
 
 
 def roi_slices(mask: np.ndarray, stride: int = 1, max_slices: int = 0) -> np.ndarray:
@@ -70,3 +87,81 @@ def padded(sequences: dict[str, np.ndarray], order) -> tuple[np.ndarray, np.ndar
         values[i, : len(seq)] = seq
         mask[i, : len(seq)] = True
     return values, mask
+
+
+class SliceExtractor(Extractor):
+    """An extractor of per-slice vectors of one image inside an ROI (``medsam2_memory``, ``timm``).
+
+    Its config has ``modality``, ``roi``, ``pool`` (mean or attention) and ``weights``; a subclass gives
+    ``weights_path`` (raising WeightsError when there is none), ``compute_entry`` (one study's cached arrays) and
+    ``slice_vectors`` (an entry's per-slice vectors [D, F]). The features are the mean over slices; with
+    ``pool=attention`` the block also carries the per-slice vectors of every sample, zero-padded with a mask.
+    Poolings share cache entries (``pool`` and ``batch_size`` are not in the key).
+    """
+
+    cacheable = True
+    uses_torch = True
+
+    def weights_path(self) -> Path | None:
+        raise NotImplementedError
+
+    def slice_vectors(self, entry: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def entry_features(self, entry: dict[str, np.ndarray]) -> dict[str, float]:
+        vector = np.asarray(self.slice_vectors(entry), dtype=np.float64).mean(axis=0)
+        return {f"{self.feature_prefix}_{i:03d}": float(v) for i, v in enumerate(vector)}
+
+    feature_prefix = "slice"  # the features' names: PREFIX_000, PREFIX_001 ...
+
+    def cache_options(self) -> dict[str, Any]:
+        options = {**dataclasses.asdict(self.config), "_meta": self.meta()}
+        for unused in ("batch_size", "pool"):  # neither changes the cached arrays
+            options.pop(unused)
+        return options
+
+    def meta(self) -> dict[str, Any]:
+        """What fixes the arrays besides the options and the inputs (in the cache key and in the entry)."""
+        return {}
+
+    def embeddings(self, record: PatientRecord, cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
+        """The cached arrays of one study (computed on a miss, with one thread: the same bits on any machine)."""
+        key = self.cache_key(record) if cache is not None else None
+        hit = cache.get(key) if cache is not None and key is not None else None
+        if hit is not None:
+            return hit
+        with one_thread(self.uses_torch):
+            arrays = self.compute_entry(record)
+        if cache is not None and key is not None:
+            cache.put(key, arrays)
+        return arrays
+
+    def extract_patient(self, record: PatientRecord) -> dict[str, float]:
+        return self.entry_features(self.embeddings(record))
+
+    def extract(self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None, **kwargs) -> FeatureBlock:
+        self.weights_path()  # a missing checkpoint stops the run here, not once per patient
+        cache = cache if cache is not None else FeatureCache.default()
+        block = super().extract(cohort, progress=progress, cache=cache, **kwargs)
+        if self.config.pool == "attention":
+            block.sequence, block.sequence_mask = padded(self.sequences(cohort, cache), cohort.sample_ids)
+            block.__post_init__()
+        return block
+
+    def produces_sequence(self) -> bool:
+        return self.config.pool == "attention"
+
+    def sequences(self, cohort: Cohort, cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
+        """Per-slice vectors [D, F] of every sample (for attention pooling over depth), from the cache."""
+        self.weights_path()
+        cache = cache if cache is not None else FeatureCache.default()
+        return {r.sample_id: np.asarray(self.slice_vectors(self.embeddings(r, cache))) for r in patient_records(cohort)}
+
+    def missing_inputs(self, inputs: StudyInputs | None) -> str:
+        return image_needs(inputs, (self.config.modality,), self.config.roi)
+
+    def input_files(self, inputs: StudyInputs | None) -> list[Path]:
+        return image_files(inputs, self.config.modality, self.config.roi)
+
+    def cache_inputs(self, record: PatientRecord) -> list[Path]:
+        return roi_inputs(record, self.config.modality, self.config.roi)

@@ -22,7 +22,6 @@ ever downloaded: without a file, the run stops with one line naming the file to 
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 from dataclasses import dataclass
@@ -32,26 +31,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from bench.cache import FeatureCache
-from bench.data.cohort import Cohort
-from bench.data.inputs import StudyInputs
 from bench.errors import DataError, WeightsError
 from bench.plugins.weights import RANDOM, check_checkpoint
-from feature_extractors.base import (
-    Extractor,
-    FeatureBlock,
-    Increasing,
-    Interval,
-    Length,
-    PatientRecord,
-    image_files,
-    image_needs,
-    one_thread,
-    option,
-    patient_records,
-    roi_inputs,
-)
-from feature_extractors.slices import crop, padded, roi_slices, slice_box, square_window
+from feature_extractors.base import Increasing, Interval, Length, PatientRecord, option
+from feature_extractors.slices import SliceExtractor, crop, roi_slices, slice_box, square_window
 
 # timm's evaluation transform, with the whole square crop resized to the model's input (nothing cut off)
 TRANSFORM_OVERRIDES = {"crop_pct": 1.0, "crop_mode": "squash"}
@@ -243,12 +226,11 @@ def embed_crops(model, crops: list[np.ndarray], config: TimmConfig) -> np.ndarra
 # ---------------------------------------------------------------------------------- extractor
 
 
-class TimmExtractor(Extractor):
+class TimmExtractor(SliceExtractor):
     name = "timm"
-    uses_torch = True
     version = "1"
     Config = TimmConfig
-    cacheable = True
+    feature_prefix = "timm"
     imports = ("timm", "timm.data", "huggingface_hub", "safetensors")
     smoke_options: ClassVar[dict[str, str]] = {"model": "resnet18", "weights": RANDOM, "max_slices": "2"}
 
@@ -267,20 +249,13 @@ class TimmExtractor(Extractor):
     def model(self):
         return build_model(self.config.model, self.weights_path(), self.config.seed, self.config.device)
 
-    def _meta(self) -> dict[str, Any]:
-        """What fixes the embeddings besides the options, the inputs and the weights file (in the key and entry)."""
+    def meta(self) -> dict[str, Any]:
         import timm
 
         return {"timm": timm.__version__, "transform": TRANSFORM_OVERRIDES}
 
-    def cache_options(self) -> dict[str, Any]:
-        options = {**dataclasses.asdict(self.config), "_meta": self._meta()}
-        for unused in ("batch_size", "pool"):  # neither changes the cached arrays: poolings share entries
-            options.pop(unused)
-        return options
-
     def cache_inputs(self, record: PatientRecord) -> list[Path]:
-        files = roi_inputs(record, self.config.modality, self.config.roi)
+        files = super().cache_inputs(record)
         weights = self.weights_path()
         if weights is not None:
             files.append(weights)  # its content is part of the key
@@ -301,45 +276,8 @@ class TimmExtractor(Extractor):
         return {
             "slices": np.asarray(slices, dtype=np.int64),
             "embeddings": embed_crops(self.model(), crops, self.config),
-            "meta": np.array(json.dumps(self._meta(), sort_keys=True)),
+            "meta": np.array(json.dumps(self.meta(), sort_keys=True)),
         }
 
-    def entry_features(self, entry: dict[str, np.ndarray]) -> dict[str, float]:
-        vector = np.asarray(entry["embeddings"], dtype=np.float64).mean(axis=0)
-        return {f"timm_{i:03d}": float(v) for i, v in enumerate(vector)}
-
-    def extract_patient(self, record: PatientRecord) -> dict[str, float]:
-        return self.entry_features(self.compute_entry(record))
-
-    def extract(
-        self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None, **kwargs
-    ) -> FeatureBlock:
-        self.weights_path()  # a missing checkpoint stops the run here, not once per patient
-        cache = cache if cache is not None else FeatureCache.default()
-        block = super().extract(cohort, progress=progress, cache=cache, **kwargs)
-        if self.config.pool == "attention":
-            block.sequence, block.sequence_mask = padded(self.sequences(cohort, cache), cohort.sample_ids)
-            block.__post_init__()
-        return block
-
-    def produces_sequence(self) -> bool:
-        return self.config.pool == "attention"
-
-    def sequences(self, cohort: Cohort, cache: FeatureCache) -> dict[str, np.ndarray]:
-        """Per-slice embeddings [D, F] of every sample, from the entries ``extract`` cached (for pool=attention)."""
-        out = {}
-        for record in patient_records(cohort):
-            key = self.cache_key(record)
-            entry = cache.get(key)
-            if entry is None:  # an entry removed since: computed again, as extract would
-                with one_thread(self.uses_torch):
-                    entry = self.compute_entry(record)
-                cache.put(key, entry)
-            out[record.sample_id] = np.asarray(entry["embeddings"])
-        return out
-
-    def missing_inputs(self, inputs: StudyInputs | None) -> str:
-        return image_needs(inputs, (self.config.modality,), self.config.roi)
-
-    def input_files(self, inputs: StudyInputs | None) -> list[Path]:
-        return image_files(inputs, self.config.modality, self.config.roi)
+    def slice_vectors(self, entry: dict[str, np.ndarray]) -> np.ndarray:
+        return entry["embeddings"]  # each slice's pre-logits embedding: [D, F]
