@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.testing import run_cli
+from bench.testing import ForkServer, fork_cli, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("bench", "feature_extractors", "survival_models")
@@ -37,25 +37,34 @@ def test_a_non_editable_install_is_never_written_to(installed: Path, tmp_path: P
     before = _listing(installed)
     assert "bench/_builtin_splits/gbsg2/cv5.json" in before, "the built-in splits ship with the package"
     assert not any(name.startswith(("splits/", "leaderboards/")) for name in before), "no data folders as packages"
-    env = {"PYTHONPATH": os.pathsep.join([str(installed), os.environ.get("PYTHONPATH", "")])}
-    where = run_cli("list", "datasets", env=env, cwd=tmp_path)  # warm-up; the real checks follow
-    assert where.returncode == 0, where.stderr
-    located = subprocess.run([sys.executable, "-c", "import bench; print(bench.__file__)"], capture_output=True,
-                             text=True, cwd=tmp_path, env={**os.environ, **env}, check=True)  # fmt: skip
-    assert located.stdout.strip().startswith(str(installed)), "the test must exercise the installed copy"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), os.environ.get("PYTHONPATH", "")])}
+    # The invocations are forked from a server that imported the installed copy once (the same PYTHONPATH).
+    server = ForkServer(env=env)
+    try:
 
-    ran = run_cli("run", "--dataset", "gbsg2", "--model", "coxph", "--bootstrap", "20", "--quiet",
-                  "--results", "results.json", env=env, cwd=tmp_path)  # fmt: skip
-    assert ran.returncode == 0, ran.stderr
-    made = run_cli("splits", "make", "--dataset", "veterans", "--name", "mine", "--folds", "3", env=env, cwd=tmp_path)
-    assert made.returncode == 0, made.stderr
-    page = run_cli("leaderboard", "--from", "results.json", env=env, cwd=tmp_path)
-    assert page.returncode == 0, page.stderr
+        def bench(*args: str):
+            return fork_cli(args, env=env, cwd=tmp_path, timeout=600, server=server)
+
+        where = bench("list", "datasets")  # warm-up; the real checks follow
+        assert where.returncode == 0, where.stderr
+        located = subprocess.run([sys.executable, "-c", "import bench; print(bench.__file__)"], capture_output=True,
+                                 text=True, cwd=tmp_path, env=env, check=True)  # fmt: skip
+        assert located.stdout.strip().startswith(str(installed)), "the test must exercise the installed copy"
+
+        ran = bench("run", "--dataset", "gbsg2", "--model", "coxph", "--bootstrap", "20", "--quiet",
+                    "--results", "results.json")  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        made = bench("splits", "make", "--dataset", "veterans", "--name", "mine", "--folds", "3")
+        assert made.returncode == 0, made.stderr
+        page = bench("leaderboard", "--from", "results.json")
+        assert page.returncode == 0, page.stderr
+        verify = bench("splits", "verify", "--dataset", "veterans", "--name", "mine")
+    finally:
+        server.close()
 
     assert _listing(installed) == before, "nothing is written inside the installed package"
     for written in ("mlflow.db", "results.json", "results.md", "splits/veterans/mine.json"):
         assert (tmp_path / written).is_file(), f"{written} lands in the working directory"
-    verify = run_cli("splits", "verify", "--dataset", "veterans", "--name", "mine", env=env, cwd=tmp_path)
     assert verify.returncode == 0 and str(tmp_path / "splits" / "veterans" / "mine.json") in verify.stdout
 
 

@@ -71,6 +71,8 @@ def test_default_coxnet_fits_512_correlated_features_in_every_fold() -> None:
         truth = harrell_c(y["event"][test], y["time"][test], lp[test])
         assert harrell_c(y["event"][test], y["time"][test], risk) > truth - 0.1
 
+        if diverged >= 3:  # shown already (a fold's diverging fit costs up to ten seconds)
+            continue
         try:  # the former default, for contrast: these data do make it diverge
             CoxNet(CoxNetConfig(alpha=0.01)).fit(X_train, y[train])
         except ModelError as exc:
