@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml tests/fixtures/bench_example_plugin/pyproject
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
 	$(BIN)/python -m pip install $(PIP_FLAGS) setuptools wheel
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[test,radiomics,deep]' -e tests/fixtures/bench_example_plugin
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[test,radiomics,deep,timm]' -e tests/fixtures/bench_example_plugin
 	# sam2 compiles nothing on a CPU-only machine and must build against the torch installed above.
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install $(PIP_FLAGS) --no-build-isolation 'sam2==1.1.0'
 	touch $@
