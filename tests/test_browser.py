@@ -12,12 +12,12 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from test_ui import running_ui
+
+from bench.testing import run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DATASET = "synthetic_mm_tiny"
@@ -90,12 +90,10 @@ def test_the_mlflow_ui_shows_the_runs_their_comparison_and_a_runs_figures(page, 
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    bench = Path(sys.executable).with_name("bench")
-    made = subprocess.run(
-        [bench, "run", "--dataset", DATASET, "--extractor", "clinical", "oracle", "--model", "coxph", "--bootstrap",
-         "50", "--baseline", "clinical", "--baseline-model", "coxph", "--tracking-uri", uri, "--quiet",
-         "--results", "results.json", "--output-json", "run.json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    made = run_cli(
+        "run", "--dataset", DATASET, "--extractor", "clinical", "oracle", "--model", "coxph", "--bootstrap", "50",
+        "--baseline", "clinical", "--baseline-model", "coxph", "--tracking-uri", uri, "--quiet",
+        "--results", "results.json", "--output-json", "run.json", cwd=tmp_path,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     rows = {r["extractor"]: r for r in json.loads((tmp_path / "run.json").read_text())["results"]}

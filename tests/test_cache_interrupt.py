@@ -176,11 +176,13 @@ def _keys(cohort) -> dict[str, str]:
     }
 
 
-def test_a_killed_extraction_leaves_only_valid_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data, cache_dir, reference_dir = tmp_path / "data", tmp_path / "cache", tmp_path / "reference"
+def test_a_killed_extraction_leaves_only_valid_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_data: Path
+) -> None:
+    data, cache_dir, reference_dir = synthetic_data, tmp_path / "cache", tmp_path / "reference"
     monkeypatch.setenv("BENCH_DATA_DIR", str(data))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(reference_dir))
-    cohort = load_cohort("synthetic_mm_tiny").subset(range(N_PATIENTS))  # generated here, before the child starts
+    cohort = load_cohort("synthetic_mm_tiny").subset(range(N_PATIENTS))  # the session's, made before the child starts
     expected = RadiomicsExtractor(CONFIG).extract(cohort, progress=False, cache=None).frame
 
     features = cache_dir / "features"
@@ -223,8 +225,10 @@ def test_a_killed_extraction_leaves_only_valid_entries(tmp_path: Path, monkeypat
     assert len(calls) == N_PATIENTS - len(entries)
 
 
-def test_an_entry_cut_in_half_is_recomputed_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "data"))
+def test_an_entry_cut_in_half_is_recomputed_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_data: Path
+) -> None:
+    monkeypatch.setenv("BENCH_DATA_DIR", str(synthetic_data))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     cohort = load_cohort("synthetic_mm_tiny").subset(range(3))
     cache = FeatureCache.default()
