@@ -84,6 +84,7 @@ class DaskExecutor(Executor):
     def __init__(self, client: Any, description: str, resources: bool = True):
         self.client = client
         self.description = description
+        _quiet_cancelled_waits(client)
         # Whether tasks ask for worker resources (GPU=1): on a cluster's declared GPU workers, yes; on a local
         # cluster, which declares none, its processes share this machine's devices as one process would.
         self.resources = resources
@@ -141,6 +142,23 @@ class DaskExecutor(Executor):
 
     def close(self):
         self.client.close()
+
+
+def _quiet_cancelled_waits(client: Any) -> None:
+    """Drop distributed's ``AllExit`` from the client's event loop; report any other loop error as asyncio does.
+
+    A map left early (Ctrl-C, SIGTERM, a task that raised) cancels its futures, and a wait of the client still
+    pending on them ends in ``AllExit``. asyncio would print that as "Task exception was never retrieved" with a
+    traceback when the task is collected, after bench's own one-line message: it is the expected end of a
+    cancelled wait, not an error.
+    """
+    from distributed.client import AllExit
+
+    def handler(loop: Any, context: dict) -> None:
+        if not isinstance(context.get("exception"), AllExit):
+            loop.default_exception_handler(context)
+
+    client.loop.asyncio_loop.set_exception_handler(handler)
 
 
 @contextlib.contextmanager

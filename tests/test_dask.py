@@ -296,6 +296,34 @@ def test_a_patient_that_fails_on_a_worker_is_named_and_the_others_are_cached(
     assert cache.info()[0] == 5
 
 
+def test_a_cancelled_wait_is_not_reported_but_other_event_loop_errors_are(cluster: Cluster, caplog) -> None:
+    """After Ctrl-C or SIGTERM, a wait of the client on cancelled futures ends in distributed's AllExit; asyncio
+    printed it under bench's one-line message as "Task exception was never retrieved" with a traceback."""
+    import logging
+    import threading
+
+    from distributed import Client
+    from distributed.client import AllExit
+
+    from bench.executor import DaskExecutor
+
+    with Client(cluster.address, set_as_default=False, timeout=30) as client:
+        DaskExecutor(client, "a test cluster")
+        loop = client.loop.asyncio_loop
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            for exc in (AllExit(), ValueError("real trouble")):
+                reported = threading.Event()
+
+                def report(exc: BaseException = exc) -> None:
+                    loop.call_exception_handler({"message": "Task exception was never retrieved", "exception": exc})
+                    reported.set()
+
+                loop.call_soon_threadsafe(report)
+                assert reported.wait(10)
+    errors = [r for r in caplog.records if r.name == "asyncio"]
+    assert len(errors) == 1 and "real trouble" in repr(errors[0].exc_info), [r.getMessage() for r in errors]
+
+
 def test_a_worker_killed_mid_extraction_loses_nothing(
     cluster: Cluster, reference: Path, data_env: dict[str, str], tmp_path: Path
 ) -> None:
