@@ -139,7 +139,9 @@ class SliceExtractor(Extractor):
     def extract_patient(self, record: PatientRecord) -> dict[str, float]:
         return self.entry_features(self.embeddings(record))
 
-    def extract(self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None, **kwargs) -> FeatureBlock:
+    def extract(
+        self, cohort: Cohort, progress: bool = True, cache: FeatureCache | None = None, **kwargs
+    ) -> FeatureBlock:
         self.weights_path()  # a missing checkpoint stops the run here, not once per patient
         cache = cache if cache is not None else FeatureCache.default()
         block = super().extract(cohort, progress=progress, cache=cache, **kwargs)

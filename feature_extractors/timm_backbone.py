@@ -217,7 +217,9 @@ def embed_crops(model, crops: list[np.ndarray], config: TimmConfig) -> np.ndarra
     out = []
     with torch.inference_mode(), autocast:
         for start in range(0, len(crops), config.batch_size):
-            batch = [transform(torch.from_numpy(c)[None].expand(3, -1, -1)) for c in crops[start : start + config.batch_size]]
+            batch = [
+                transform(torch.from_numpy(c)[None].expand(3, -1, -1)) for c in crops[start : start + config.batch_size]
+            ]
             x = torch.stack(batch).to(config.device)
             out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
     return torch.cat(out).numpy()

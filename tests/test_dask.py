@@ -189,7 +189,7 @@ def test_a_grid_on_a_dask_scheduler_gives_the_same_bytes_and_no_task_carries_an_
     _same_outputs(tmp_path, reference)
     lines = [m for name, start in marks.items() for m in COMPUTED.finditer(cluster.log(name)[start:])]
     assert sorted(Counter(m.group(1) for m in lines).values()) == [1] * PATIENTS  # every patient once, on workers
-    assert all(COMPUTED.search(cluster.log(name)[marks[name]:]) for name in names), "a worker did nothing"
+    assert all(COMPUTED.search(cluster.log(name)[marks[name] :]) for name in names), "a worker did nothing"
     route = "sent to the client" if isolated is not None else "cached"
     assert Counter(m.group(2) for m in lines) == {route: PATIENTS}
     assert _entries(tmp_path) == PATIENTS
@@ -252,11 +252,16 @@ def test_the_cluster_is_checked_before_any_work(cluster: Cluster) -> None:
     executor = DaskExecutor(client, f"the Dask cluster at {cluster.address}")
     try:
         executor.check(["feature_extractors.radiomics", "bench.protocol.fitting"], {})  # what the grid needs: fine
-        with pytest.raises(UsageError, match=r"Dask worker tcp://127\.0\.0\.1:\d+ cannot import my_plugin_xyz "
-                                             r"\(ModuleNotFoundError: .*install the same prognosis-bench"):
+        with pytest.raises(
+            UsageError,
+            match=r"Dask worker tcp://127\.0\.0\.1:\d+ cannot import my_plugin_xyz "
+            r"\(ModuleNotFoundError: .*install the same prognosis-bench",
+        ):
             executor.check(["bench", "my_plugin_xyz"], {})
-        with pytest.raises(UsageError, match=f"no worker of the Dask cluster at {cluster.address} offers the "
-                                             f"resource GPU.*--resources GPU=1"):
+        with pytest.raises(
+            UsageError,
+            match=f"no worker of the Dask cluster at {cluster.address} offers the resource GPU.*--resources GPU=1",
+        ):
             executor.check(["bench"], {GPU: 1})
     finally:
         executor.close()
@@ -314,7 +319,7 @@ def test_a_cancelled_wait_is_not_reported_but_other_event_loop_errors_are(cluste
             for exc in (AllExit(), ValueError("real trouble")):
                 reported = threading.Event()
 
-                def report(exc: BaseException = exc) -> None:
+                def report(exc: BaseException = exc, reported: threading.Event = reported) -> None:
                     loop.call_exception_handler({"message": "Task exception was never retrieved", "exception": exc})
                     reported.set()
 

@@ -193,7 +193,9 @@ def test_an_unknown_model_exits_2_before_any_image_is_read(tmp_path: Path) -> No
     assert not (tmp_path / "cache" / "features").exists() and not (tmp_path / "m.db").exists()
 
 
-def test_bench_run_labels_random_init_and_attention_pooling_trains_deepsurv(tmp_path: Path, synthetic_data: Path) -> None:
+def test_bench_run_labels_random_init_and_attention_pooling_trains_deepsurv(
+    tmp_path: Path, synthetic_data: Path
+) -> None:
     env = {"BENCH_DATA_DIR": str(synthetic_data), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
     common = ["--weights", "random", "--bootstrap", "20", "--quiet", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
     flat = run_cli("run", "--dataset", "synthetic_mm_tiny", "--extractor", "timm:model=resnet18,max_slices=2",
