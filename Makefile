@@ -6,18 +6,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: install demo gbsg2 leaderboards test bench validate readme clean
+.PHONY: install lock demo gbsg2 leaderboards test bench validate readme clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml tests/fixtures/bench_example_plugin/pyproject.toml
+# The environment is exactly requirements/lock.txt (pip-tools, every file pinned by sha256, for Linux x86-64 and
+# Python 3.11): the versions that made the committed pages. scripts/install-lock installs it with --no-deps and
+# --require-hashes, sam2 last (it builds against the torch installed before it); then this repository, editable.
+$(VENV)/.installed: requirements/lock.txt pyproject.toml tests/fixtures/bench_example_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(BIN)/python -m pip install $(PIP_FLAGS) setuptools wheel
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[test,radiomics,deep,timm]' -e tests/fixtures/bench_example_plugin
-	# sam2 compiles nothing on a CPU-only machine and must build against the torch installed above.
-	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install $(PIP_FLAGS) --no-build-isolation 'sam2==1.1.0'
+	$(PYTHON) scripts/install-lock $(BIN)/python requirements/lock.txt
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . -e tests/fixtures/bench_example_plugin
 	touch $@
+
+# Re-resolve the lock from pyproject.toml's ranges (every extra, the test tools and what sam2's build needs),
+# then rebuild .venv from it: review the diff and regenerate the pages (make leaderboards) before committing both.
+lock: $(VENV)/.installed
+	CUSTOM_COMPILE_COMMAND="make lock" SAM2_BUILD_CUDA=0 $(BIN)/pip-compile --quiet --upgrade --all-extras \
+		--generate-hashes --allow-unsafe --no-build-isolation --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o requirements/lock.txt pyproject.toml
+	rm -rf $(VENV)
+	$(MAKE) install
 
 # The main job: the study's protocol reduced to a few minutes of CPU (configs/demo.yaml) on the
 # built-in synthetic cohort, built on first use; every row tracked in ./mlflow.db, and the
