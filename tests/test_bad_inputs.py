@@ -48,9 +48,10 @@ import yaml
 
 from bench.testing import ForkServer, fork_cli
 
+from data_paths import STS_DICOM as DICOM
+
 REPO = Path(__file__).resolve().parents[1]
 CASES_FILE = Path(__file__).parent / "bad_inputs" / "cases.yaml"
-DICOM = REPO.parent / "shared" / "data" / "ibsi_sts" / "dicom"
 COHORT = "bad_inputs"  # the manifest's name, hence splits/bad_inputs/cv5.json
 PATIENTS = ("MM0001", "MM0002", "MM0003", "MM0005")  # 2 events and 2 censored: enough for a 2-fold split
 MASK = "mask_bone"  # a supplied ROI (cortical bone and marrow): no mask is ever computed
@@ -117,8 +118,6 @@ class Case:
 
     @property
     def skip(self) -> str:
-        if self.needs == "dicom" and not DICOM.is_dir():
-            return f"needs the real DICOM series under {DICOM}"
         if self.needs == "non-root" and os.geteuid() == 0:
             return "chmod does not stop root from writing"
         return ""
@@ -305,7 +304,7 @@ class Damage:
     def op_dicom_two_series(self, p: dict) -> None:
         folder = self.damaged(p["patient"], p["column"], suffix="")
         folder.mkdir()
-        for study in ("STS_001", "STS_002"):  # linked, never copied: the shared data stays where it is
+        for study in ("STS_001", "STS_002"):  # linked, never copied: tests/data stays as it is
             for f in sorted((DICOM / study / "PET").glob("*.dcm")):
                 (folder / f"{study}-{f.name}").symlink_to(f)
 

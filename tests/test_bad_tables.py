@@ -1,7 +1,7 @@
 """Bad clinical tables: missing values are accepted and imputed in-fold, anything else is a one-line problem.
 
-Real PET from the IBSI soft-tissue-sarcoma set stands in for the images (PET is given
-as both ``pet`` and ``ct``); the outcomes and clinical values are made up here.
+Real PET from the IBSI soft-tissue-sarcoma set (``tests/data``, eight studies taken in turn) stands in for the
+images (PET is given as both ``pet`` and ``ct``); the outcomes and clinical values are made up here.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from bench.errors import InputError
 from bench.protocol.preprocessing import BlockPreprocessor
 from bench.testing import run_cli
 
-STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
-pytestmark = pytest.mark.skipif(not STS.is_dir(), reason=f"real studies not found at {STS} (../shared/data)")
+from data_paths import STS_NIFTI, STS_WITH_CT
+
 PATIENTS = [f"STS_{i:03d}" for i in range(1, 25)]
+# The real studies behind those 24 rows, taken in turn: the tests read tables, not images, so a few studies do.
+STUDIES = [STS_NIFTI / pid for pid in ("STS_001", "STS_002", "STS_003", "STS_004", *STS_WITH_CT)]
 COLUMNS = {
     "age": "numeric",
     "sex": {"kind": "categorical", "categories": ["F", "M"]},
@@ -40,9 +42,9 @@ def _rows() -> list[dict]:
     return [
         {
             "patient_id": pid,
-            "pet": str(STS / pid / "PET_image.nii.gz"),
-            "ct": str(STS / pid / "PET_image.nii.gz"),
-            "mask_tumor": str(STS / pid / "PET_mask.nii.gz"),
+            "pet": str(STUDIES[i % len(STUDIES)] / "PET_image.nii.gz"),
+            "ct": str(STUDIES[i % len(STUDIES)] / "PET_image.nii.gz"),
+            "mask_tumor": str(STUDIES[i % len(STUDIES)] / "PET_mask.nii.gz"),
             "time": int(rng.integers(50, 900)),
             "event": i % 2,
             "age": age,
@@ -137,7 +139,7 @@ def bad_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     rows[2]["age"] = "12,5"
     rows[2]["sex"] = "X"
     rows[4]["grade"] = "IV"
-    mask = sitk.ReadImage(str(STS / PATIENTS[7] / "PET_mask.nii.gz"))
+    mask = sitk.ReadImage(rows[7]["mask_tumor"])
     empty = root / "empty_mask.nii.gz"
     sitk.WriteImage(mask * 0, str(empty))
     rows[7]["mask_tumor"] = str(empty)
@@ -297,7 +299,7 @@ def test_an_unexpected_exception_is_one_line_and_exit_3(monkeypatch, capsys) -> 
     ids=["no-patient-id", "row-too-wide", "repeated-column"],
 )
 def test_malformed_tables_are_listed_not_misread(tmp_path: Path, table: str, expected: str) -> None:
-    pet = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti" / "STS_001" / "PET_image.nii.gz"
+    pet = STS_NIFTI / "STS_001" / "PET_image.nii.gz"
     path = tmp_path / "t.csv"
     path.write_text(table.format(pet=pet))
     result = run_cli("data", "check", str(path), "--horizons", "50,150", "--tau", "200", "--quiet")

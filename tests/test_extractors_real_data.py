@@ -1,6 +1,6 @@
 """Every imaging extractor on real PET/CT (IBSI soft-tissue sarcoma) and on the tiny synthetic cohort.
 
-The real studies come from ``../shared/data/ibsi_sts`` (read in place, never copied):
+The real studies come from ``tests/data/ibsi_sts`` (read in place):
 PET in SUV and, for four patients, CT on its own finer grid with its own tumour mask.
 Both masks enter a manifest as two ROIs, so each modality is described inside the
 contour drawn on it, through the same manifest path a user's cohort takes. resnet3d,
@@ -26,7 +26,8 @@ from bench.data.datasets import load_cohort
 from bench.plugins.options import build_config
 from bench.plugins.registry import EXTRACTORS
 
-STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
+from data_paths import STS_NIFTI as STS
+
 WITH_CT = ["STS_008", "STS_019", "STS_025"]  # three of the four patients that have a CT
 N_PATIENTS = 3  # per cohort; the real one has exactly three (those with CT)
 EXTRACTOR_NAMES = ["radiomics", "resnet3d", "medsam2_memory", "timm"]
@@ -39,8 +40,6 @@ CASES = [
     ("synthetic_mm_tiny", "pet", "skeleton"),
     ("synthetic_mm_tiny", "ct", "skeleton"),
 ]
-
-pytestmark = pytest.mark.skipif(not STS.is_dir(), reason=f"real data not found at {STS}")
 
 
 def expected_names(name: str, config) -> list[str]:

@@ -2,7 +2,7 @@
 
 Reference values come from the files themselves (SimpleITK's plain read of the
 NIfTI SUV, pydicom's own pixel decoding, the tags of each DICOM file), never from
-the reader under test. The data live in ../shared/data (see its README).
+the reader under test. The data live in tests/data (see its README).
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ from pydicom.valuerep import DS
 from bench.data.imaging.io import check_overlap, dicom_series_files, read_ct, read_mask, read_pet, resample_to
 from bench.errors import InputError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-STS = DATA / "ibsi_sts"
+from data_paths import STS, TOTALSEG
+from data_paths import STS_WITH_CT as PATIENTS_WITH_CT
+
 PET_DICOM = STS / "dicom" / "STS_001" / "PET"
 PET_NIFTI = STS / "nifti" / "STS_001" / "PET_image.nii.gz"
-CT_DICOM = DATA / "totalseg_example" / "example_ct_dicom"
-PATIENTS_WITH_CT = ["STS_008", "STS_019", "STS_025", "STS_042"]
-
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared test data not found at {DATA}")
+CT_DICOM = TOTALSEG / "example_ct_dicom"
 
 
 def array(image: sitk.Image) -> np.ndarray:

@@ -15,9 +15,8 @@ from bench.data.datasets import load_cohort
 from bench.errors import InputError
 from bench.testing import run_cli
 
-STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts"
-pytestmark = pytest.mark.skipif(not STS.is_dir(), reason=f"real studies not found at {STS} (../shared/data)")
-WITH_CT = ["STS_008", "STS_019", "STS_025", "STS_042"]
+from data_paths import STS
+from data_paths import STS_WITH_CT as WITH_CT
 
 
 def _write_manifest(root: Path, rows: list[dict], columns: dict | None = None) -> Path:

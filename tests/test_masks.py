@@ -1,6 +1,6 @@
 """ROI masks from CT: checked against TotalSegmentator's reference bones on a real CT, and on a synthetic body.
 
-The real CT (``../shared/data/totalseg_example``) is an abdominal crop, T11-L2,
+The real CT (``tests/data/totalseg_example``) is an abdominal crop, T11-L2,
 whose reference labels bone only as ``vertebrae_*`` and ``rib_*``. It holds no
 other bone: no pelvis, sternum or scapula; the only HU > 200 voxels away from
 the labelled bones are a few calcified costal-cartilage and kidney-stone specks
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,8 +29,7 @@ from bench.data.imaging.masks import (
 )
 from bench.errors import UsageError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg_example"
-needs_data = pytest.mark.skipif(not (DATA / "example_ct_sm.nii.gz").exists(), reason=f"no real CT at {DATA}")
+from data_paths import TOTALSEG as DATA
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,7 +83,6 @@ def example_masks(example):
     return {"skeleton": skeleton, "spine": spine}
 
 
-@needs_data
 def test_skeleton_matches_reference_bones_and_beats_a_plain_threshold(example, example_masks):
     hu = sitk.GetArrayFromImage(example["ct"])
     baseline = dice(hu > 200, example["ref_skeleton"])
@@ -98,7 +95,6 @@ def test_skeleton_matches_reference_bones_and_beats_a_plain_threshold(example, e
     assert_same_grid(example_masks["skeleton"], example["ct"])
 
 
-@needs_data
 def test_spine_matches_reference_vertebrae_and_leaves_ribs_out(example, example_masks):
     spine = array(example_masks["spine"])
     ours = dice(spine, example["ref_spine"])
@@ -114,7 +110,6 @@ def test_spine_matches_reference_vertebrae_and_leaves_ribs_out(example, example_
     assert_same_grid(example_masks["spine"], example["ct"])
 
 
-@needs_data
 def test_example_ct_has_no_bone_beyond_the_labelled_vertebrae_and_ribs(example):
     """What the module docstring says: every dense component away from the reference bones is a speck."""
     hu = sitk.GetArrayFromImage(example["ct"])
@@ -129,7 +124,6 @@ def test_example_ct_has_no_bone_beyond_the_labelled_vertebrae_and_ribs(example):
     assert np.count_nonzero(bone_free & np.isin(labels, np.flatnonzero(away))) == 0
 
 
-@needs_data
 def test_spine_rejects_a_skeleton_on_another_grid(example, example_masks):
     shifted = sitk.Image(example_masks["skeleton"])
     shifted.SetOrigin([o + 5.0 for o in shifted.GetOrigin()])
@@ -139,12 +133,10 @@ def test_spine_rejects_a_skeleton_on_another_grid(example, example_masks):
         spine_dilated_mask(example["ct"], shifted)
 
 
-@needs_data
 def test_spine_without_a_given_skeleton_is_the_same(example, example_masks):
     assert np.array_equal(array(spine_mask(example["ct"])), array(example_masks["spine"]))
 
 
-@needs_data
 @pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.0), (4.0, 4.0, 5.0)])
 def test_masks_hold_up_on_another_voxel_size(example, spacing):
     """Physical units, not voxels: the CT resampled to another grid still matches the reference."""
@@ -168,7 +160,6 @@ def test_masks_hold_up_on_another_voxel_size(example, spacing):
     assert d_spine >= 0.75, message  # 0.85 and 0.80 measured
 
 
-@needs_data
 def test_dilated_spine_contains_the_spine_and_stays_within_the_margin(example, example_masks):
     spine = example_masks["spine"]
     dilated = dilate_mask(spine, 10.0)
@@ -181,7 +172,6 @@ def test_dilated_spine_contains_the_spine_and_stays_within_the_margin(example, e
     assert_same_grid(dilated, example["ct"])
 
 
-@needs_data
 def test_roi_mask_names_and_determinism(example, example_masks):
     ct = example["ct"]
     assert np.array_equal(array(roi_mask(ct, "skeleton")), array(example_masks["skeleton"]))
@@ -193,7 +183,6 @@ def test_roi_mask_names_and_determinism(example, example_masks):
     assert np.count_nonzero(wider) > np.count_nonzero(expected)
 
 
-@pytest.mark.skipif(not (DATA / "example_ct_dicom").is_dir(), reason=f"no DICOM CT at {DATA}")
 def test_ct_table_is_not_bone():
     """The real 0.98 mm DICOM CT shows the table's shell below the patient, partly above 200 HU."""
     reader = sitk.ImageSeriesReader()

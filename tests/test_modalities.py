@@ -1,4 +1,4 @@
-"""Cohorts with only CT or only PET (real images from ../shared/data/ibsi_sts): each image extractor runs on the
+"""Cohorts with only CT or only PET (real images from tests/data/ibsi_sts): each image extractor runs on the
 modality the cohort has, and asking for the missing one is one clear error before any work."""
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ from bench.data.datasets import load_cohort
 from bench.testing import count_extractions, run_cli
 from feature_extractors.base import Extractor
 
-STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
-WITH_CT = ("STS_008", "STS_019", "STS_025", "STS_042")
-PET_ONLY = tuple(f"STS_{i:03d}" for i in (1, 2, 3, 4, 5, 6, 7, 9))
+from data_paths import STS_NIFTI as STS
+from data_paths import STS_WITH_CT as WITH_CT
+
+PET_ONLY = ("STS_001", "STS_002", "STS_003", "STS_004")  # patients without a CT
 SMOKE = {  # quick, offline options of each image extractor (weights: an explicit random-init control)
     "radiomics": "feature_classes=firstorder/shape",
     "resnet3d": "weights=random,voxel_mm=4,crop_mm=64/64/64",
     "medsam2_memory": "weights=random,max_slices=2",
 }
-
-pytestmark = pytest.mark.skipif(not STS.is_dir(), reason="needs ../shared/data/ibsi_sts")
 
 
 def _manifest(folder: Path, patients: tuple[str, ...], modality: str) -> Path:

@@ -19,8 +19,8 @@ from bench.testing import count_extractions
 from feature_extractors.base import PatientRecord
 from feature_extractors.radiomics import RadiomicsConfig, RadiomicsExtractor
 
-STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
-needs_sts = pytest.mark.skipif(not STS.is_dir(), reason=f"real studies not found at {STS} (../shared/data)")
+from data_paths import STS_NIFTI as STS
+
 PATIENTS = ["STS_001", "STS_002", "STS_003"]
 CLASSES = ("firstorder", "shape", "glcm", "glrlm", "glszm")
 
@@ -43,7 +43,6 @@ def _direct(pid: str) -> dict[str, float]:
             if not k.startswith("diagnostics_")}  # fmt: skip
 
 
-@needs_sts
 @pytest.mark.parametrize("pid", PATIENTS)
 def test_matches_pyradiomics_called_directly(pid: str) -> None:
     ours = RadiomicsExtractor(RadiomicsConfig(roi="tumour")).extract_patient(_record(pid))
@@ -69,7 +68,6 @@ def _manifest(root: Path, pet_override: dict[str, Path] | None = None) -> Path:
     return root / "manifest.yaml"
 
 
-@needs_sts
 def test_cache_hit_corruption_and_failed_patients(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = FeatureCache(tmp_path / "cache")
     cohort = load_cohort(str(_manifest(tmp_path)))
@@ -104,7 +102,6 @@ def test_cache_hit_corruption_and_failed_patients(tmp_path: Path, monkeypatch: p
     assert fresh.info()[0] == 2
 
 
-@needs_sts
 def test_params_file_replaces_the_settings(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"setting": {"binWidth": 1.0, "label": 1}, "featureClass": {"firstorder": []}}))
@@ -145,7 +142,6 @@ def test_cache_cli_info_and_clear(tmp_path: Path) -> None:
     assert "0 feature entries" in run_cli("cache", "info", env=env).stdout
 
 
-@needs_sts
 def test_parallel_extraction_equals_serial(tmp_path: Path) -> None:
     cohort = load_cohort(str(_manifest(tmp_path)))
     extractor = RadiomicsExtractor(RadiomicsConfig(roi="tumour", feature_classes=("firstorder", "glcm")))

@@ -2,7 +2,7 @@
 
 The reference embeddings come from timm called here directly: a model built by ``timm.create_model``
 with the same seed, and timm's evaluation transform for its data config. The real PET is
-``../shared/data/ibsi_sts`` (read in place); the CLI runs use the tiny synthetic cohort.
+``tests/data/ibsi_sts`` (read in place); the CLI runs use the tiny synthetic cohort.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from feature_extractors.base import one_thread, patient_records
 from feature_extractors.slices import crop, square_window
 from feature_extractors.timm_backbone import TimmConfig, TimmExtractor, build_model, slice_crops
 
-STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ibsi_sts" / "nifti"
+from data_paths import STS_NIFTI as STS
 
 
 def _config(**options: str) -> TimmConfig:
@@ -47,7 +47,6 @@ def _sts_cohort(root: Path, pids: list[str]):
     return load_cohort(str(root / "manifest.yaml"))
 
 
-@pytest.mark.skipif(not STS.is_dir(), reason=f"real data not found at {STS}")
 def test_per_slice_embeddings_equal_timm_called_directly_on_the_same_crops(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     cohort = _sts_cohort(tmp_path / "sts", ["STS_001"])
