@@ -20,6 +20,20 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return uri
 
 
+ROWS = ("coxph", "rsf[n_estimators=20]")  # the store fixture's rows, one child run each
+
+
+def _children(store: str):
+    """The store fixture's child runs (not the second invocation's): exactly one per row, or the test fails here."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("gbsg2")
+    runs = client.search_runs([experiment.experiment_id], "tags.`bench.kind` = 'combination' and params.bootstrap = '50'")
+    assert sorted(run.data.params["model"] for run in runs) == sorted(ROWS), [r.data.params for r in runs]
+    return client, runs
+
+
 def test_the_experiment_opens_on_the_training_runs_table_and_describes_the_protocol(store: str) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -30,11 +44,7 @@ def test_the_experiment_opens_on_the_training_runs_table_and_describes_the_proto
 
 
 def test_child_runs_carry_short_features_and_model_params_and_a_note(store: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("gbsg2")
-    children = client.search_runs([experiment.experiment_id], "tags.`bench.kind` = 'combination'")
+    _client, children = _children(store)
     by_model = {run.data.params["model"]: run for run in children}
     assert set(by_model) == {"coxph", "rsf[n_estimators=20]"}
     for label, run in by_model.items():
@@ -57,11 +67,7 @@ def test_a_second_invocation_keeps_the_experiment_settings(store: str, tmp_path:
 
 
 def test_rows_carry_their_paired_difference_to_the_declared_baseline(store: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("gbsg2")
-    children = client.search_runs([experiment.experiment_id], "tags.`bench.kind` = 'combination'")
+    _client, children = _children(store)
     by_model = {run.data.params["model"]: run.data for run in children}
     rsf, coxph = by_model["rsf[n_estimators=20]"], by_model["coxph"]
     assert "c_index_vs_baseline" not in coxph.metrics, "the baseline row is not compared with itself"
@@ -75,13 +81,6 @@ def test_rows_carry_their_paired_difference_to_the_declared_baseline(store: str)
     )
 
 
-def _children(store: str):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("gbsg2")
-    runs = client.search_runs([experiment.experiment_id], "tags.`bench.kind` = 'combination' and params.bootstrap = '50'")
-    return client, runs
 
 
 def test_auc_over_time_is_a_metric_history_stepped_by_time(store: str) -> None:

@@ -48,6 +48,19 @@ def test_holm_of_no_tests() -> None:
     assert np.isnan(holm([math.nan, math.nan])).all()
 
 
+def test_holm_by_hand_from_holms_step_down_definition() -> None:
+    """Holm (1979): with the p-values sorted, H_(j) is rejected at level alpha if p_(i) <= alpha / (m - i + 1) for
+    every i <= j; the adjusted p-value is the smallest alpha that rejects it. Worked out here by hand."""
+    p = [0.01, 0.04, 0.03, 0.005]  # sorted: 0.005, 0.01, 0.03, 0.04; m = 4
+    # 4 x 0.005 = 0.02; 3 x 0.01 = 0.03; 2 x 0.03 = 0.06; 1 x 0.04 = 0.04, raised to the 0.06 before it
+    np.testing.assert_allclose(holm(p), [0.03, 0.06, 0.06, 0.02], rtol=0, atol=1e-15)
+    # At alpha = 0.05 the step-down rejects 0.005 (<= 0.05 / 4) and 0.01 (<= 0.05 / 3), then stops at 0.03 > 0.05 / 2
+    assert (holm(p) < 0.05).tolist() == [True, False, False, True]
+    # Capped at 1: 2 x 0.6 = 1.2, and the larger 0.9 inherits the cap
+    assert holm([0.9, 0.6]).tolist() == [1.0, 1.0]
+    assert holm([0.2]).tolist() == [0.2], "one test: nothing to adjust"
+
+
 def test_holm_is_monotone_in_p_and_never_below_it() -> None:
     p = np.random.default_rng(7).uniform(0, 0.2, 30)
     adjusted = holm(p)
@@ -130,11 +143,30 @@ def test_a_page_without_rows_keeps_its_columns() -> None:
     assert "over the page's comparisons (none here) with the baseline" in page
 
 
-def test_family_wise_error_of_null_rows_on_a_tiny_study() -> None:
-    config = StudyConfig(fwer_simulations=25, null_rows=4, n=40, bootstrap=60, seed=2)
+def test_family_wise_error_of_null_rows_on_a_tiny_study(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both rates are re-counted from the p-values the study adjusted, with statsmodels' Holm.
+
+    The study must be able to reject: with B bootstrap replicates the smallest p is 2 / (B + 1), and Holm
+    rejects nothing among 4 rows unless 4 x 2 / (B + 1) < alpha (B = 60 could not: both rates were always 0).
+    """
+    from bench.stats import validity
+
+    seen: list[np.ndarray] = []
+    monkeypatch.setattr(validity, "holm", lambda p: seen.append(np.array(p)) or holm(p))
+    config = StudyConfig(fwer_simulations=60, null_rows=4, n=40, bootstrap=200, seed=1)
     raw, adjusted = family_wise_error(config)
-    assert raw.simulations == adjusted.simulations == 25
+    assert raw.simulations == adjusted.simulations == 60
     assert 0 <= adjusted.value <= raw.value <= 1, "a Holm rejection is also a raw one"
+
+    assert len(seen) == 60 and all(p.shape == (4,) and ((0 < p) & (p <= 1)).all() for p in seen)
+    alpha = config.alpha
+    assert raw.value == np.mean([(p < alpha).any() for p in seen])
+    assert adjusted.value == np.mean([(statsmodels_holm(p) < alpha).any() for p in seen])
+    # Holm's step-down rejects some hypothesis exactly when its first step does: the smallest p times m < alpha
+    assert adjusted.value == np.mean([p.min() * 4 < alpha for p in seen])
+    assert 0 < adjusted.value < raw.value, "this study has cohorts that the adjustment changes, and some it keeps"
+    assert raw.mc_error == pytest.approx(math.sqrt(raw.value * (1 - raw.value) / 60), abs=1e-15)
+
     assert family_wise_error(config) == (raw, adjusted), "a cohort's draws depend only on the seed and its index"
 
 
