@@ -28,9 +28,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("radiomics")
-pytest.importorskip("distributed")
-
 REPO = Path(__file__).resolve().parents[1]
 DASK = Path(sys.executable).with_name("dask")
 PATIENTS = 24  # synthetic_mm_tiny

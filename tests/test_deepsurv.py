@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
 
@@ -20,9 +21,6 @@ from bench.protocol.preprocessing import FoldPreprocessor
 from bench.protocol.splits import load_split
 from feature_extractors.base import FeatureBlock
 from survival_models.base import BlockLayout
-
-torch = pytest.importorskip("torch")  # the [deep] extra
-
 from survival_models.deepsurv import DeepSurv, DeepSurvConfig, RiskSets, breslow_baseline
 
 # Converges to the partial-likelihood maximum: no penalty, no dropout, no early stopping.
@@ -247,7 +245,8 @@ def test_options_from_the_command_line() -> None:
 
 
 def test_search_space_builds_the_network_shape() -> None:
-    optuna = pytest.importorskip("optuna")
+    import optuna
+
     trial = optuna.trial.FixedTrial({"layers": 2, "width": 24, "dropout": 0.2, "weight_decay": 1e-3, "lr": 1e-2})
     options = DeepSurv.search_space(trial)
     assert options["hidden"] == (24, 24)

@@ -88,5 +88,6 @@ def test_twin_cohorts_get_their_own_runs_and_the_store_page_refuses_to_mix_them(
     assert fingerprints[1][:16] in page and fingerprints[0][:16] not in page
     body = json.loads((tmp_path / "twins.json").read_text())
     assert body["protocol"]["fingerprint"] == fingerprints[1]
+    assert len(body["rows"]) == 1, body["rows"]  # clinical x coxph of the second cohort, and not of the first
     assert [r["run_name"] for r in body["rows"]] == [n for n in names if n in page]
     assert main(["leaderboard", "--from", str(tmp_path / "twins.json"), "--check"]) == 0, "the page renders from it"

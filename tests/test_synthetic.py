@@ -40,6 +40,7 @@ def tiny(tmp_path_factory) -> dict:
     header = yaml.safe_load(manifest.read_text())
     table = pd.read_csv(out / header["table"], dtype={"patient_id": str})
     truth = pd.read_csv(out / header["truth"], dtype={"patient_id": str}).set_index("patient_id")
+    assert len(table) == PRESETS["tiny"].n_patients == 24, "the tests loop over these rows: none would check nothing"
     return {"root": out, "manifest": manifest, "header": header, "table": table, "truth": truth, "seconds": seconds}
 
 
@@ -144,7 +145,7 @@ def test_focal_lesions_counted_from_pet_follow_the_truth(tiny):
 
 def test_diffuse_marrow_uptake_and_extramedullary_disease_are_in_the_pet(tiny):
     root, table, truth = tiny["root"], tiny["table"], tiny["truth"]
-    measured, true_marrow = [], []
+    measured, true_marrow, with_emd = [], [], 0
     for _, row in table.iterrows():
         pet = _array(_image(root, row["pet"]))
         labels = _array(_image(root, truth.loc[row["patient_id"], "labels"]))
@@ -153,12 +154,15 @@ def test_diffuse_marrow_uptake_and_extramedullary_disease_are_in_the_pet(tiny):
         has_emd = (labels == 21).any()
         assert has_emd == bool(truth.loc[row["patient_id"], "emd"])
         if has_emd:
+            with_emd += 1
             assert pet[labels == 21].max() > 3.0
+    assert with_emd >= 2, f"{with_emd} patients with extramedullary disease: its uptake is barely checked"
     assert stats.spearmanr(true_marrow, measured)[0] >= 0.9
 
 
 def test_tissue_values_of_pet_and_ct(tiny):
     root, table, truth = tiny["root"], tiny["table"], tiny["truth"]
+    with_lesions = 0
     for _, row in table.iterrows():
         pet = _image(root, row["pet"])
         ct = _image(root, row["ct"])
@@ -184,7 +188,9 @@ def test_tissue_values_of_pet_and_ct(tiny):
         dense = hu_full[hu_full > 500]
         assert 700 <= np.median(dense) <= 1000 and hu_full.max() < 1100
         if (labels == 20).any():
+            with_lesions += 1
             assert suv[labels == 20].max() >= 3.0
+    assert with_lesions >= len(table) // 2, f"lesion uptake checked on {with_lesions} of {len(table)} patients"
 
 
 def test_whole_body_anatomy():
@@ -255,6 +261,7 @@ def test_same_seed_same_bytes_different_seed_different_bytes(tiny, synthetic_dat
     assert set(other) == set(first)
     changed = [name for name in first if other[name] != first[name]]
     images = [name for name in first if name.endswith(".nii.gz")]
+    assert len(images) == 3 * 24, "PET, CT and labels of each patient"
     assert "patients.csv" in changed and "truth.csv" in changed
     assert len([name for name in changed if name.endswith(".nii.gz")]) == len(images)
 

@@ -15,7 +15,8 @@ def test_one_thread_limits_torch_and_blas_and_restores_them() -> None:
     torch.set_num_threads(2)
     with one_thread(uses_torch=True):
         assert torch.get_num_threads() == 1
-        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+        pools = threadpool_info()
+        assert pools and all(pool["num_threads"] == 1 for pool in pools), pools
     assert torch.get_num_threads() == 2
 
 

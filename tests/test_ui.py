@@ -184,6 +184,7 @@ def test_the_leaderboard_hint_points_at_its_rows_and_is_silent_without_a_store(
     ui.print_comparison_hint(results, f"sqlite:///{store / 'mlflow.db'}", port=5123)
     out = capsys.readouterr().out
     assert out.startswith(HINT + "http://127.0.0.1:5123/#/compare-runs?runs=") and out.count("\n") == 1, out
+    assert len(ran["results"]) == 2, ran["results"]  # clinical and oracle
     for run in ran["results"]:
         assert f"%22{run['run_id']}%22" in out
     ui.print_comparison_hint(results, f"sqlite:///{tmp_path / 'mlflow.db'}")
