@@ -194,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
 
+    weights = sub.add_parser("weights", help="the weights lock: the sha256 of each pretrained weights file")
+    weights = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    p = weights.add_parser(
+        "lock", help="hash a weights file into the weights lock ($BENCH_WEIGHTS_LOCK, else ./weights.lock.json)"
+    )
+    p.add_argument(
+        "--extractor",
+        metavar="NAME",
+        help="an extractor with published weights (resnet3d, medsam2_memory): its file, found or downloaded as a run "
+        "finds it, replaces its entry",
+    )
+    p.add_argument("--weights", metavar="PATH", help="lock this file (the entry is named after the file)")
+
     p = sub.add_parser("cache", help="feature and mask cache: info or clear")
     p.add_argument("action", choices=["info", "clear"])
 
@@ -284,13 +297,22 @@ def _tracking_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db in the working directory)")
 
 
+def _command(name: str):
+    """The function that runs command ``name``: ``bench.commands``' table, or ``bench weights`` (its own module)."""
+    if name == "weights":
+        from bench.weights_command import cmd_weights
+
+        return cmd_weights
+    return COMMANDS[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.signals import EXIT_CODE, Terminated, sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
     try:
         with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: runs in progress end FAILED, temp files go
-            return COMMANDS[args.command](args)
+            return _command(args.command)(args)
     except BenchError as exc:
         if args.debug:
             raise

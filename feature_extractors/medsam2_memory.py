@@ -7,14 +7,17 @@ on the box, so one pass serves every ROI of a study (``embed_study``). Per study
 cache holds the per-slice memory features (float16), their spatial means [D, 64],
 the object pointers [D, 256] and the object scores [D]; the feature vector is the
 mean over slices of the per-slice means (``mem_000`` .. ``mem_063``).
+
+Weights (``bench.plugins.weights``): a path, $MEDSAM2_WEIGHTS, ``MedSAM2_latest.pt`` of
+``wanglab/MedSAM2`` in the Hugging Face hub's cache (at the commit the weights lock pins, if
+it does), ours, else a download through ``huggingface_hub``; checked against the lock, and
+recorded with every run by sha256 and hub commit.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -22,6 +25,7 @@ import numpy as np
 
 from bench.errors import UsageError
 from bench.plugins.weights import RANDOM, WeightsError, WeightsSource, resolve_weights
+from bench.plugins.weights_lock import sha256_of
 from feature_extractors.base import (
     Increasing,
     Interval,
@@ -37,6 +41,7 @@ WEIGHTS = WeightsSource(
     env_var="MEDSAM2_WEIGHTS",
     url="https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
     homepage="https://huggingface.co/wanglab/MedSAM2",
+    hub_repo="wanglab/MedSAM2",  # through huggingface_hub: its cache first, the commit recorded with each run
 )
 CONFIG_FILE = "configs/sam2.1/sam2.1_hiera_t.yaml"
 IMAGE_SIZE = 512
@@ -276,15 +281,6 @@ def embed_roi_video_predictor(model, volume: np.ndarray, mask: np.ndarray, confi
     }
 
 
-@lru_cache(maxsize=8)
-def _weights_digest(path: str, size: int, mtime: float) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------- extractor
 
 
@@ -295,6 +291,11 @@ class MedSAM2MemoryExtractor(SliceExtractor):
     feature_prefix = "mem"
     imports = ("sam2", "hydra.utils", "omegaconf")
     smoke_options: ClassVar[dict[str, str]] = {"weights": RANDOM, "max_slices": "2"}
+
+    @staticmethod
+    def weights_source() -> WeightsSource:
+        """The published checkpoint (``bench weights lock --extractor medsam2_memory``)."""
+        return WEIGHTS
 
     def __init__(self, config: MedSAM2Config | None = None):
         super().__init__(config)
@@ -317,8 +318,7 @@ class MedSAM2MemoryExtractor(SliceExtractor):
         path = self.weights_path()
         if path is None:
             return f"{RANDOM}:seed={self.config.seed}"
-        stat = path.stat()
-        return "sha256:" + _weights_digest(str(path.resolve()), stat.st_size, stat.st_mtime)
+        return "sha256:" + sha256_of(path)
 
     def meta(self) -> dict[str, Any]:
         """What fixes the embeddings besides the options and the inputs (in the cache key and the entry)."""

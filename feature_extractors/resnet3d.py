@@ -14,8 +14,10 @@ average pool: 512 features ``r3d_000`` ... ``r3d_511``.
 
 Array axes: SimpleITK's (z, y, x) become the network's (time, height, width).
 Weights follow the project's policy (bench.plugins.weights): a path, $RESNET3D_WEIGHTS,
-the torch hub cache or ours, a download; random initialisation only with
-``weights=random`` (``--weights random``), seeded by ``seed``.
+the torch hub cache or ours, a download through torch hub into its cache; the file's sha256
+must start with the prefix its name carries (``r3d_18-b3b3357e.pth``) and match the weights
+lock once it holds the whole hash. Random initialisation only with ``weights=random``
+(``--weights random``), seeded by ``seed``.
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ class ResNet3DExtractor(Extractor):
     cacheable = True
     imports = ("torchvision.models.video",)
     smoke_options: ClassVar[dict[str, str]] = {"weights": RANDOM, "voxel_mm": "16"}
+    weights_source = staticmethod(weights_source)  # the published checkpoint (`bench weights lock --extractor`)
 
     def extract(self, cohort: Cohort, *args: Any, **kwargs: Any) -> FeatureBlock:
         # Resolve weights once, up front: a missing checkpoint is one clear error, not one per patient.

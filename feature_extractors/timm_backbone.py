@@ -17,7 +17,8 @@ seeded by ``seed`` and labelled ``[random-init]``; a path is a checkpoint of tha
 / ``.pt`` with tensors only, or ``.safetensors``), loaded by timm itself
 (``pretrained_cfg_overlay=dict(file=...)``); with neither, the model's default pretrained file in
 the Hugging Face hub cache (or torch hub's, for older models) where timm keeps it. Nothing is
-ever downloaded: without a file, the run stops with one line naming the file to get.
+ever downloaded: without a file, the run stops with one line naming the file to get. The file's
+sha256 (and, from the hub's cache, its commit) is recorded with every run (``bench.plugins.weights``).
 """
 
 from __future__ import annotations

@@ -125,10 +125,9 @@ def test_missing_weights_offline_say_what_to_do(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("MEDSAM2_WEIGHTS", raising=False)
 
-    def offline(*args, **kwargs):
-        raise OSError("network unreachable")  # as on a machine without network, whatever this one has
-
-    monkeypatch.setattr("bench.plugins.weights.urllib.request.urlopen", offline)
+    # As on a machine without network, whatever this one has: the hub refuses every request, its cache is empty
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(WeightsError) as info:
         MedSAM2MemoryExtractor().extract(make_cohort(4), progress=False)
     message = str(info.value)

@@ -24,6 +24,7 @@ from bench.executor import GPU, Executor, check_scheduler, on_gpu, open_executor
 from bench.plugins.labels import Baseline, RowKey
 from bench.plugins.registry import EXTRACTORS
 from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
+from bench.plugins.weights import WeightsFile, used_weights
 from bench.protocol.evaluation import Evaluation
 from bench.protocol.fitting import FitSpec, fit_rows
 from bench.protocol.splits import Split, load_split
@@ -84,6 +85,7 @@ class RunOutcome:
     parent_run_id: str
     results: list[CombinationResult] = field(default_factory=list)
     failures: list[ModelError] = field(default_factory=list)  # rows whose learner failed (fold and row in each)
+    weights: dict[str, dict] = field(default_factory=dict)  # extractor label -> the weights file it computed with
 
     def check(self) -> None:
         """Raise ``RowsFailedError`` naming every failed row and fold, once the finished rows are written."""
@@ -201,6 +203,7 @@ def _extract_and_fit(
     Only this process talks to MLflow, as each row comes back: the workers compute, never track.
     """
     blocks = extract_blocks(plan, cohort, progress, executor)
+    outcome.weights = {p.label: w.as_dict() for f, _ in plan for p in f.parts if (w := _weights_of(p)) is not None}
     rows = [(features, model) for features, models in plan for model in models]
     fits = row_fits(plan, blocks, request, tuning)
     bar = tqdm(total=len(rows) * len(split.folds(cohort)), desc="evaluate", unit="fold", disable=not progress,
@@ -398,9 +401,18 @@ def _params(features: Features, model: PluginSpec, cohort: Cohort, split: Split,
         **features.params(),
         **model.params("model"),
     }
+    for i, part in enumerate(features.parts):  # the weights file's sha256 (and hub commit), by the part's role
+        weights = _weights_of(part)
+        if weights is not None:
+            params.update(weights.params("extractor" if len(features.parts) == 1 else f"extractor{i}"))
     if request.tune:
         params.update({"tune.trials": request.tune, "tune.inner_folds": request.tune_inner_folds})
     return params
+
+
+def _weights_of(part: PluginSpec) -> WeightsFile | None:
+    """The weights file an extractor computed with, resolved as its extraction did (None: random or none)."""
+    return used_weights(part.cls(part.config))
 
 
 def _tags(features: Features, model: PluginSpec, cohort: Cohort, request: RunRequest) -> dict[str, str]:

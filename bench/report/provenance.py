@@ -6,14 +6,16 @@ from __future__ import annotations
 from importlib import metadata
 
 from bench.plugins.labels import RowKey
+from bench.plugins.weights_lock import WeightsFile
 
 ALWAYS = ("scikit-survival",)  # every metric is computed with it
 
 
-def provenance(keys: list[RowKey]) -> dict:
+def provenance(keys: list[RowKey], weights: dict[str, dict] | None = None) -> dict:
     """The versions behind rows ``keys``: prognosis-bench, each plugin's distribution, scikit-survival, and the
     libraries the plugins' extras require (torch for ``[deep]``, sam2 for ``[medsam2]``, pyradiomics for
-    ``[radiomics]``), as installed here."""
+    ``[radiomics]``), as installed here; and ``weights``, the weights file (name, sha256, hub commit) of each
+    extractor label that loaded one, for the labels of ``keys`` (absent when none did)."""
     from bench.plugins.registry import EXTRACTORS, MODELS
 
     plugins, libraries = {}, set(ALWAYS)
@@ -23,11 +25,16 @@ def provenance(keys: list[RowKey]) -> dict:
             plugins[f"{registry.kind} {label.name}"] = f"{entry.distribution} {entry.version}"
             libraries |= _extra_requirements(entry.distribution, entry.extras)
     versions = {name: _version(name) for name in sorted(libraries)}
-    return {
+    record = {
         "prognosis-bench": _version("prognosis-bench"),
         "plugins": dict(sorted(plugins.items())),
         "libraries": {k: v for k, v in versions.items() if v},
     }
+    used = {str(part) for key in keys for part in key.features}
+    files = {label: file for label, file in sorted((weights or {}).items()) if label in used}
+    if files:  # only then: pages of rows without weights files read as they always did
+        record["weights"] = files
+    return record
 
 
 def _extra_requirements(distribution: str, extras: tuple[str, ...]) -> set[str]:
@@ -54,7 +61,8 @@ def describe(record: dict | None) -> str:
     parts += [f"plugins from {', '.join(outside)}"] if outside else []
     parts += [libraries] if libraries else []
     named = ", ".join(f"{k.split(' ', 1)[1]} ({v})" for k, v in plugins.items())
-    return "; ".join(parts) + (f"; rows' plugins: {named}" if named else "")
+    files = ", ".join(f"{label} {WeightsFile.describe(f)}" for label, f in record.get("weights", {}).items())
+    return "; ".join(parts) + (f"; rows' plugins: {named}" if named else "") + (f"; weights: {files}" if files else "")
 
 
 def _version(distribution: str) -> str:

@@ -112,7 +112,7 @@ class Results:
         outcomes = Outcomes(*outcomes_of(outcome.results[0].evaluation.predictions)) if outcome.results else None
         from bench.report.provenance import provenance
 
-        made_with = provenance([r.key for r in outcome.results])
+        made_with = provenance([r.key for r in outcome.results], outcome.weights)
         fresh = cls(Protocol.of(outcome.cohort, outcome.split), rows, baseline, source, outcomes, made_with)
         read_back = cls.from_json(json.loads(fresh.to_text()))
         for row, original in zip(read_back.rows, sorted(rows, key=lambda r: r.key.sort_key())):
