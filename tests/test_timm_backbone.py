@@ -14,11 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-import yaml
-
-pytest.importorskip("timm")
 import timm
 import torch
+import yaml
 from timm.data import create_transform, resolve_model_data_config
 
 from bench.data.datasets import load_cohort
