@@ -118,6 +118,7 @@ class Case:
 
     @property
     def skip(self) -> str:
+        assert self.needs in ("", "non-root"), f"{self.id}: unknown needs {self.needs!r} (choices: non-root)"
         if self.needs == "non-root" and os.geteuid() == 0:
             return "chmod does not stop root from writing"
         return ""

@@ -105,12 +105,12 @@ def test_every_bad_input_is_reported_in_one_pass(tmp_path: Path) -> None:
     assert out.count("missing.nii.gz") == 1, "each problem once"
     expected = [
         ("STS_008", "missing.nii.gz", "does not exist"),
-        ("STS_019", "truncated.nii.gz", ""),
+        ("STS_019", "truncated.nii.gz", "damaged or truncated"),
         ("STS_025", "two_series", "series"),
         ("STS_042", "far_ct.nii.gz", "overlap"),
         ("STS_042", "empty.nii.gz", "empty"),
-        ("STS_042", "full.nii.gz", ""),
-        ("STS_042", "more than once", ""),
+        ("STS_042", "full.nii.gz", "covers every one"),
+        ("STS_042", "more than once", "patient id"),
         ("NEG", "time", "negative"),
         ("NOTIME", "time", "missing"),
         ("EVENT2", "event", "not 0 or 1"),
