@@ -297,22 +297,13 @@ def _tracking_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db in the working directory)")
 
 
-def _command(name: str):
-    """The function that runs command ``name``: ``bench.commands``' table, or ``bench weights`` (its own module)."""
-    if name == "weights":
-        from bench.weights_command import cmd_weights
-
-        return cmd_weights
-    return COMMANDS[name]
-
-
 def main(argv: list[str] | None = None) -> int:
     from bench.signals import EXIT_CODE, Terminated, sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
     try:
         with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: runs in progress end FAILED, temp files go
-            return _command(args.command)(args)
+            return COMMANDS[args.command](args)
     except BenchError as exc:
         if args.debug:
             raise
