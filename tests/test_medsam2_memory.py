@@ -13,9 +13,8 @@ from unittest import mock
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("sam2")
+import sam2  # noqa: F401 - both are in the lock: a missing one fails, never skips
+import torch
 
 from feature_extractors import medsam2_memory as m2
 from feature_extractors.medsam2_memory import MedSAM2Config, MedSAM2MemoryExtractor
