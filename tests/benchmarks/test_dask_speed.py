@@ -14,7 +14,7 @@ rounds, each on fresh workers: a fresh cluster, or (in-process) a child forked f
 process, which imported the same modules and never fitted; its fastest round counts. Two targets: 2 workers at least 1.6x faster than 1, and 1 worker at most 10 %
 slower than this process (the price of the route: sending the cohort and feature blocks
 once, the tasks' traffic, each worker's first fit of each learner).
-The three routes must give the same numbers, to the bit.
+That the three routes give the same numbers, to the bit, is checked by ``tests/test_routes_agree.py``.
 The 2-worker ratio needs two idle cores: with one of them busy elsewhere it falls below 1.
 """
 
@@ -33,7 +33,6 @@ pytest.importorskip("distributed")
 pytest.importorskip("torch")  # DeepSurv rows
 
 from bench.data.datasets import load_cohort
-from bench.errors import ModelError
 from bench.executor import Executor, local_cluster
 from bench.protocol.fitting import fit_rows
 from bench.protocol.grid import load_config
@@ -51,7 +50,6 @@ ROUTES = {  # benchmark name -> workers of the local cluster (0: this process)
     "fitting_dask_1_worker": 1,
     "fitting_dask_2_workers": 2,
 }
-RESULTS: dict[str, list] = {}  # route -> [(row, Evaluation or ModelError)] of its last round
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +91,6 @@ def _time(benchmark, demo, route: str) -> None:
     with stack:
         rows = benchmark.pedantic(fit, setup=ready, rounds=ROUNDS, iterations=1)
     assert [r for r, _ in rows] == list(range(len(fits))), "every row, in plan order"
-    RESULTS[route] = rows
 
 
 def _in_fresh_process(work):
@@ -154,38 +151,9 @@ def _report(capsys, rows: int, folds: int) -> None:
         )
 
 
-def _bits(value):
-    """``value`` with every float as its exact hex (NaN as "nan"), to compare results to the bit, NaN included."""
-    if isinstance(value, dict):
-        return {k: _bits(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_bits(v) for v in value]
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else value.hex()
-    return value
-
-
 def _needs(*names: str) -> None:
     if not set(names) <= set(TIMINGS):
         pytest.skip("needs the fitting-stage benchmarks in the same run")
-
-
-def test_fitting_routes_give_the_same_numbers() -> None:
-    if not set(ROUTES) <= set(RESULTS):
-        pytest.skip("needs the three fitting-stage benchmarks in the same run")
-    reference = RESULTS["fitting_in_process"]
-    for route in ROUTES:
-        for (row, expected), (_, got) in zip(reference, RESULTS[route], strict=True):
-            assert type(got) is type(expected), f"row {row}: {route} gives {got!r}, in-process {expected!r}"
-            if isinstance(expected, ModelError):
-                assert str(got) == str(expected), f"row {row}: {route} fails otherwise"
-                continue
-            assert list(got.metrics) == list(expected.metrics), f"row {row}: {route} gives other metrics"
-            for metric, summary in expected.metrics.items():
-                assert _bits(got.metrics[metric].as_dict()) == _bits(summary.as_dict()), (
-                    f"row {row}, {metric}: {route} {got.metrics[metric].as_dict()} != in-process {summary.as_dict()}"
-                )
-            assert got.replicates.equals(expected.replicates), f"row {row}: {route} gives other bootstrap replicates"
 
 
 def test_fitting_workers_speedup() -> None:
