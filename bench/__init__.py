@@ -6,8 +6,4 @@ grid), ``stats`` (metric engine, bootstrap, validity study), ``report`` (results
 MLflow), ``plugins`` (registries, options, labels, weights).
 """
 
-from bench import _moved
-
 __version__ = "0.2.0"
-
-_moved.install()

@@ -33,7 +33,7 @@ from feature_extractors.base import (
     PatientRecord,
     option,
 )
-from feature_extractors.slices import SliceExtractor, padded, roi_slices  # noqa: F401 - padded: its old home
+from feature_extractors.slices import SliceExtractor, roi_slices
 from feature_extractors.slices import slice_box as pixel_box
 
 WEIGHTS = WeightsSource(

@@ -103,18 +103,18 @@ def test_the_cli_only_parses_and_calls() -> None:
         assert [n.module for n in top] == allowed, module
 
 
-def test_old_import_paths_still_work_with_a_deprecation_warning() -> None:
+def test_no_import_shims() -> None:
+    """0.3 has no finder of its own on sys.meta_path, and a 0.1 path (see CHANGES.md) is simply not there."""
     code = (
-        "import warnings; warnings.simplefilter('error')\n"
-        "try:\n    import bench.cohort\nexcept DeprecationWarning as w:\n    print('WARNED', w)\n"
-        "warnings.simplefilter('ignore')\n"
-        "from bench.cohort import ColumnSpec\nfrom bench.imaging.study import Study\nfrom bench.weights import RANDOM\n"
-        "import bench.data.cohort as new, bench.data.imaging.study as study\n"
-        "print(ColumnSpec is new.ColumnSpec, Study is study.Study, RANDOM)\n"
+        "import bench, sys\n"
+        "print('OURS', [type(f).__module__ for f in sys.meta_path if type(f).__module__.split('.')[0] == 'bench'])\n"
+        "for old in ('bench.cohort', 'bench.weights', 'bench.imaging.study'):\n"
+        "    try:\n        __import__(old)\n    except ModuleNotFoundError as e:\n        print('MISSING', e.name)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "WARNED bench.cohort moved to bench.data.cohort" in out
-    assert "True True random" in out
+    assert "OURS []" in out, out
+    assert out.count("MISSING bench.") == 3, out
+    assert "MISSING bench.cohort" in out and "MISSING bench.weights" in out and "MISSING bench.imaging" in out, out
 
 
 def test_committed_plugins_keep_their_contract_imports() -> None:

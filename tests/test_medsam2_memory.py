@@ -18,6 +18,7 @@ import torch
 
 from feature_extractors import medsam2_memory as m2
 from feature_extractors.medsam2_memory import MedSAM2Config, MedSAM2MemoryExtractor
+from feature_extractors.slices import padded
 
 CONFIG = MedSAM2Config(weights="random", max_slices=3, batch_size=4)
 
@@ -201,7 +202,7 @@ def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_padded_sequences_mask_what_is_missing() -> None:
     sequences = {"a": np.ones((3, 4)), "b": 2 * np.ones((1, 4)), "c": 3 * np.ones((2, 4))}
-    values, mask = m2.padded(sequences, ["c", "a", "b"])
+    values, mask = padded(sequences, ["c", "a", "b"])
     assert values.shape == (3, 3, 4)
     np.testing.assert_array_equal(mask, [[1, 1, 0], [1, 1, 1], [1, 0, 0]])
     assert (values[~mask] == 0).all() and (values[0][:2] == 3).all() and (values[2][0] == 2).all()
