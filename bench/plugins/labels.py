@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bench.errors import UsageError
 
-if TYPE_CHECKING:
-    from bench.plugins.specs import PluginSpec
+
+class Resolved(Protocol):
+    """What a label is made from: a resolved plugin (``bench.plugins.specs.PluginSpec``, which builds on labels)."""
+
+    name: str
+    config: Any
 
 RANDOM_INIT = "random-init"  # the mark of an explicit random-initialisation control (--weights random)
 TUNE_MARK = "tune"  # the mark of nested tuning: tune=<trials per outer training fold>
@@ -44,7 +48,7 @@ class PluginLabel:
         return f"{self.name}[{','.join(parts)}]" if parts else self.name
 
     @classmethod
-    def of(cls, spec: PluginSpec, tune: int = 0) -> PluginLabel:
+    def of(cls, spec: Resolved, tune: int = 0) -> PluginLabel:
         """The label of a resolved plugin (``weights`` is a mark when random, else not part of the label)."""
         from bench.plugins.options import non_default_options
         from bench.plugins.weights import RANDOM
