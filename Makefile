@@ -16,7 +16,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: requirements/lock.txt pyproject.toml tests/fixtures/bench_example_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PYTHON) scripts/install-lock $(BIN)/python requirements/lock.txt
-	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . -e tests/fixtures/bench_example_plugin
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . -e tests/fixtures/bench_example_plugin -e tests/fixtures/bench_suv_plugin
 	touch $@
 
 # Re-resolve the lock from pyproject.toml's ranges (every extra, the test tools and what sam2's build needs),

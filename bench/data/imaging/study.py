@@ -1,5 +1,10 @@
 """One study's images on one grid, with its ROI masks (computed from CT when not supplied, and cached).
 
+The public imaging API for extractor plugins: ``open_study(record, self.name)`` gives a
+``Study`` with ``image("pet")`` (SUV) and ``image("ct")`` (HU), ``roi_mask(roi)`` for the
+derived ROIs (skeleton, spine, spine_dilated) and any ROI the manifest supplies,
+``spacing`` (mm) and ``units(modality)``, all on the study's one grid.
+
 The declared grid is the PET grid, or the CT grid for a study without PET: CT is
 resampled onto it linearly, masks with nearest neighbour, in physical space. CT is
 read only when something needs it. A computed mask is cached under the hash of the
@@ -15,6 +20,7 @@ import os
 from collections.abc import Collection
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import SimpleITK as sitk
 
@@ -22,11 +28,20 @@ from bench.cache import cache_root, file_digest
 from bench.data.imaging import io
 from bench.data.imaging import masks as mask_algorithms
 from bench.data.inputs import StudyInputs
-from bench.errors import InputError
+from bench.errors import InputError, UsageError
+
+
+# What each modality's voxels hold once read (PET in BQML is converted to SUV on reading).
+UNITS = {"pet": "SUV", "ct": "HU"}
 
 
 class Study:
-    """One study's images on one grid: the PET grid when there is a PET, else the CT grid."""
+    """One study's images on one grid: the PET grid when there is a PET, else the CT grid.
+
+    Plugins get one with ``open_study``. ``image(modality)``, ``roi_mask(roi)``, ``spacing`` and
+    ``units(modality)`` are the public API; images and masks are SimpleITK images on the same grid, so
+    ``sitk.GetArrayFromImage`` gives arrays of the same [z, y, x] shape.
+    """
 
     def __init__(self, inputs: StudyInputs, patient: str):
         self.inputs = inputs
@@ -58,13 +73,37 @@ class Study:
 
     def image(self, modality: str) -> sitk.Image:
         """``pet`` (SUV) or ``ct`` (HU) on the study's grid; an error naming the patient when it has none."""
+        self.units(modality)  # an unknown modality is an error, never the CT
         if modality == "pet":
             self.inputs.image("pet", self.patient)  # raises when the study has no PET
             return self.pet
         return self.ct
 
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """The grid's voxel size in mm, in SimpleITK's (x, y, z) order (an array from it is [z, y, x])."""
+        return tuple(float(v) for v in self.grid.GetSpacing())
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """One voxel of the grid in mL (cm^3)."""
+        x, y, z = self.spacing
+        return x * y * z / 1000.0
+
+    @staticmethod
+    def units(modality: str) -> str:
+        """What ``image(modality)``'s voxels hold: ``SUV`` for pet (body weight), ``HU`` for ct."""
+        if modality not in UNITS:
+            raise UsageError(f"unknown modality {modality!r}; valid: {', '.join(UNITS)}")
+        return UNITS[modality]
+
     def roi_mask(self, roi: str, use_cache: bool = True) -> sitk.Image:
-        """The ROI on the study's grid: the manifest's mask if it has one, else computed from CT (cached)."""
+        """The ROI on the study's grid: the manifest's mask if it has one, else computed from CT (cached).
+
+        uint8, 1 inside. A supplied mask (column ``mask_<roi>``) is its file's nonzero voxels brought onto the
+        grid with nearest neighbour; skeleton, spine and spine_dilated are otherwise derived from the CT
+        (``bench.data.imaging.masks``) and cached under the CT's and PET's content.
+        """
         supplied = self.inputs.masks.get(roi)
         if supplied is not None:
             mask = io.read_mask(supplied, patient=self.patient, roi=roi)
@@ -100,6 +139,23 @@ class Study:
 
 def load_study(inputs: StudyInputs, patient: str) -> Study:
     return Study(inputs, patient)
+
+
+class _Record(Protocol):
+    """What ``open_study`` reads of a ``feature_extractors.base.PatientRecord`` (named here, never imported)."""
+
+    sample_id: str
+
+    def study_inputs(self, extractor: str) -> StudyInputs: ...
+
+
+def open_study(record: _Record, extractor: str) -> Study:
+    """The study of ``record`` on one grid, for extractor ``extractor`` (its name, for the error without images).
+
+    The entry point for plugins: what the built-in image extractors use. Nothing is read until asked for;
+    derived masks come from, and go to, the harness's mask cache.
+    """
+    return Study(record.study_inputs(extractor), record.sample_id)
 
 
 def header_problems(inputs: StudyInputs, patient: str, files: Collection[Path]) -> list[str]:
