@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements" / "lock.txt"
-OURS = {"prognosis-bench", "bench-example-plugin", "bench-suv-plugin"}  # installed editable from this checkout, not from the lock
+OURS = {"prognosis-bench", "bench-example-plugin", "bench-suv-plugin"}  # editable from this checkout, not the lock
 # Modules that only the extras (and the test tools) bring: none may be importable in the install without extras.
 EXTRAS_ONLY = ("torch", "torchvision", "sam2", "timm", "radiomics", "pywt", "lifelines", "playwright", "pytest")
 

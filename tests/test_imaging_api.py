@@ -156,3 +156,17 @@ def test_open_study_errors_say_what_is_wrong(synthetic_data: Path) -> None:
     study = open_study(_record(_manifest_table(synthetic_data / TINY), "MM0001"), "suv_stats")
     with pytest.raises(UsageError, match="unknown modality 'PET'; valid: pet, ct"):
         study.image("PET")
+
+
+def test_the_readme_example_is_the_plugin(synthetic_data: Path, marrow_mask: tuple[str, Path]) -> None:
+    """The README's SUV-statistics example runs as printed and gives the installed plugin's features."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [b for b in readme.split("```python\n")[1:] if b.startswith("# my_package/suv_stats.py")]
+    namespace: dict = {"__name__": "readme_suv_stats"}
+    exec(compile(block.split("```")[0], "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102
+    pid, path = marrow_mask
+    record = _record(_manifest_table(synthetic_data / TINY), pid, {"marrow": path})
+    plugin = EXTRACTORS.load("suv_stats")
+    ours = plugin(build_config(plugin.Config, {"roi": "marrow"}, "suv_stats")).extract_patient(record)
+    example = namespace["SUVStatsExtractor"](namespace["SUVStatsConfig"](roi="marrow")).extract_patient(record)
+    assert example == ours
