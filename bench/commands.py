@@ -52,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.protocol.runner import RunRequest, run
     from bench.report.files import write_atomic
     from bench.report.leaderboard import table_lines, warning_lines
+    from bench.report.mlflow_sink import MlflowSink
     from bench.report.results import Results, save_results
 
     _check_outputs(("--results", args.results), ("--output-json", args.output_json))
@@ -73,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         optuna_storage=args.optuna_storage,
     )
     baseline = resolve_baseline(args.baseline, args.baseline_model, args.weights, args.tune)
-    outcome = run(request, progress=not args.quiet, baseline=baseline)
+    outcome = run(request, progress=not args.quiet, baseline=baseline, sinks=[MlflowSink(request.tracking_uri)])
     results = Results.from_outcome(outcome, baseline, _run_command(args))
     table, notes = table_lines(results)
     print(
@@ -127,6 +128,7 @@ def _grid_command(args: argparse.Namespace) -> str:
 def cmd_grid(args: argparse.Namespace) -> int:
     from bench.protocol.grid import check_plan, grid_baseline, load_config, run_grid
     from bench.report.leaderboard import leaderboard_path
+    from bench.report.mlflow_sink import MlflowSink
     from bench.report.page import write_page
     from bench.report.results import Results, save_results
 
@@ -142,7 +144,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         for features, models in check_plan(config):
             print(f"{features}: {', '.join(models)}")
         return 0
-    outcome = run_grid(config, progress=not args.quiet)
+    outcome = run_grid(config, progress=not args.quiet, sinks=[MlflowSink(config.request.tracking_uri)])
     results = Results.from_outcome(outcome, grid_baseline(config), _grid_command(args))
     out = args.leaderboard or (config.leaderboard if not args.dataset else None)
     out = out or leaderboard_path(outcome.cohort.name)

@@ -26,6 +26,7 @@ option is checked before any work starts; unknown keys are errors, not ignored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import yaml
 from bench.errors import UsageError
 from bench.plugins.labels import Baseline, RowKey, features_text
 from bench.plugins.specs import resolve_baseline
-from bench.protocol.runner import RunOutcome, RunRequest, input_problems, resolve_plan, row_key, run
+from bench.protocol.runner import RowSink, RunOutcome, RunRequest, input_problems, resolve_plan, row_key, run
 
 TOP_KEYS = {
     "dataset", "split", "seed", "bootstrap", "weights", "workers", "scheduler", "tune", "extractors", "models", "rows",
@@ -133,9 +134,10 @@ def check_plan(config: GridConfig) -> list[tuple[str, list[str]]]:
     return [(features.label, [m.label for m in models]) for features, models in plan]
 
 
-def run_grid(config: GridConfig, progress: bool = True) -> RunOutcome:
+def run_grid(config: GridConfig, progress: bool = True, sinks: Sequence[RowSink] = ()) -> RunOutcome:
+    """Check the plan and the baseline row, then run every row, handing each to ``sinks`` (see ``runner.run``)."""
     check_plan(config)
-    return run(config.request, progress=progress, baseline=grid_baseline(config))
+    return run(config.request, progress=progress, baseline=grid_baseline(config), sinks=sinks)
 
 
 def grid_baseline(config: GridConfig) -> Baseline:

@@ -1,17 +1,17 @@
-"""``bench run`` and ``bench grid``: evaluate feature x model rows on one dataset and split, track every one.
+"""``bench run`` and ``bench grid``: evaluate feature x model rows on one dataset and split, hand on every one.
 
 A row's features are one extractor or several joined by ``+`` (late fusion: blocks
 joined by patient, each preprocessed in-fold on its own). Every extractor runs once
-per invocation, however many rows use it.
+per invocation, however many rows use it. Each finished and each failed row is handed
+to the ``RowSink``s the caller gives (``bench.commands`` wires MLflow tracking, in
+``bench.report.mlflow_sink``): the protocol emits, the report records.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -29,9 +29,6 @@ from bench.protocol.evaluation import Evaluation
 from bench.protocol.fitting import FitSpec, fit_rows
 from bench.protocol.splits import Split, load_split
 from bench.protocol.tuning import TuningSpec, check_storage
-from bench.report.describe import dataset_input, experiment_description, run_note
-from bench.report.row_figures import row_figures
-from bench.report.tracking import FINGERPRINT_TAG, NOTE_TAG, Tracker, check_tracking_uri, dumps, open_store
 from feature_extractors.base import FeatureBlock, patient_records
 
 
@@ -68,7 +65,7 @@ class CombinationResult:
     extractor: Features
     model: PluginSpec
     evaluation: Evaluation
-    run_name: str
+    run_name: str = ""  # the row's name and id in the tracking store: a sink that records it writes them
     run_id: str = ""
     tuning: TuningSpec | None = None
 
@@ -77,12 +74,22 @@ class CombinationResult:
         return row_key(self.extractor, self.model, self.tuning.trials if self.tuning else 0)
 
 
+@dataclass(frozen=True)
+class FailedRow:
+    """A row whose learner failed: what the runner hands its sinks (the error names the row and fold)."""
+
+    extractor: Features
+    model: PluginSpec
+    error: ModelError
+
+
 @dataclass
 class RunOutcome:
     cohort: Cohort
     split: Split
     request: RunRequest
-    parent_run_id: str
+    parent_run_id: str = ""  # the invocation's run in the tracking store: the sink that records it writes it
+    baseline: Baseline | None = None  # the row each row is compared with, for the sinks that compare
     results: list[CombinationResult] = field(default_factory=list)
     failures: list[ModelError] = field(default_factory=list)  # rows whose learner failed (fold and row in each)
     weights: dict[str, dict] = field(default_factory=dict)  # extractor label -> the weights file it computed with
@@ -117,10 +124,36 @@ class RunOutcome:
         }
 
 
-def run(request: RunRequest, progress: bool = True, baseline: Baseline | None = None) -> RunOutcome:
-    """Validate everything first, then extract, evaluate and track each row.
+class RowSink:
+    """Where the runner hands what it computes; each method does nothing unless a sink overrides it.
 
-    A row whose learner fails (``ModelError``) is tracked as a failed run and listed in
+    ``check`` before any work (the cohort is not loaded yet), ``start`` once every input and the cluster
+    are checked and before the first extraction, ``row``/``failed`` for each row in plan order as it
+    comes back, ``finish`` at the end (``interrupted``: the run stopped on an error, raised after).
+    """
+
+    def check(self, request: RunRequest) -> None:
+        pass
+
+    def start(self, outcome: RunOutcome, plan: list[tuple[Features, list[PluginSpec]]]) -> None:
+        pass
+
+    def row(self, result: CombinationResult) -> None:
+        pass
+
+    def failed(self, failure: FailedRow) -> None:
+        pass
+
+    def finish(self, outcome: RunOutcome, interrupted: bool) -> None:
+        pass
+
+
+def run(
+    request: RunRequest, progress: bool = True, baseline: Baseline | None = None, sinks: Sequence[RowSink] = ()
+) -> RunOutcome:
+    """Validate everything first, then extract and evaluate each row, handing each on to ``sinks``.
+
+    A row whose learner fails (``ModelError``) is handed on as a ``FailedRow`` and listed in
     ``failures``; the other rows go on. ``RunOutcome.check`` raises for the failures.
     """
     if request.bootstrap < 0:
@@ -137,7 +170,8 @@ def run(request: RunRequest, progress: bool = True, baseline: Baseline | None = 
     if request.scheduler is not None:
         check_scheduler(request.scheduler)  # its form now; whether it answers, once the inputs are checked
     plan = resolve_plan(request)  # options first: loading (or generating) a cohort can take a while
-    check_tracking_uri(request.tracking_uri)  # and the store's URI: a bad one fails now, not after extraction
+    for sink in sinks:
+        sink.check(request)  # and the sinks' own settings (a store's URI): a bad one fails now, not after extraction
     cohort = load_cohort(request.dataset, request.horizons, request.tau)
     split = load_split(cohort, request.split or cohort.default_split)
     unusable = input_problems(plan, cohort)
@@ -156,34 +190,21 @@ def run(request: RunRequest, progress: bool = True, baseline: Baseline | None = 
         if request.tune
         else None
     )
+    outcome = RunOutcome(cohort, split, request, baseline=baseline)
     with open_executor(request.workers, request.scheduler, announce=progress) as executor:
         executor.check(*plan_needs(plan))  # the cluster can run the plan: plugins importable, GPUs offered
-        store = open_store(request.tracking_uri)  # the store itself, last: it cannot be opened without creating it
-        tracker = Tracker(
-            store,
-            cohort.name,
-            {
-                "dataset": cohort.name,
-                "split": split.name,
-                "split_sha256": split.sha256,
-                "rows": json.dumps([[f.label, [m.label for m in models]] for f, models in plan]),
-                "bootstrap": request.bootstrap,
-                "seed": request.seed,
-                "tune": request.tune,
-                "data_fingerprint": cohort.content_fingerprint(),
-            },
-            experiment_description(cohort, split),
-            dataset_input(cohort),
-        )
-        outcome = RunOutcome(cohort, split, request, tracker.parent_run_id)
+        started: list[RowSink] = []
         try:
-            _extract_and_fit(plan, cohort, split, request, tuning, executor, tracker, outcome, progress)
+            for sink in sinks:  # last: a store cannot be opened without creating it
+                sink.start(outcome, plan)
+                started.append(sink)
+            _extract_and_fit(plan, cohort, split, request, tuning, executor, sinks, outcome, progress)
         except BaseException:
-            tracker.finish("FAILED")
+            for sink in started:
+                sink.finish(outcome, interrupted=True)
             raise
-    if baseline is not None:
-        _track_versus_baseline(tracker, outcome, baseline)
-    tracker.finish("FAILED" if outcome.failures else "FINISHED")
+    for sink in sinks:
+        sink.finish(outcome, interrupted=False)
     return outcome
 
 
@@ -194,13 +215,13 @@ def _extract_and_fit(
     request: RunRequest,
     tuning: TuningSpec | None,
     executor: Executor,
-    tracker: Tracker,
+    sinks: Sequence[RowSink],
     outcome: RunOutcome,
     progress: bool,
 ) -> None:
-    """Every extractor once (patients as tasks), then every (row, fold) fit as a task; rows tracked in plan order.
+    """Every extractor once (patients as tasks), then every (row, fold) fit as a task; rows handed on in plan order.
 
-    Only this process talks to MLflow, as each row comes back: the workers compute, never track.
+    Only this process calls the sinks, as each row comes back: the workers compute, never record.
     """
     blocks = extract_blocks(plan, cohort, progress, executor)
     outcome.weights = {p.label: w.as_dict() for f, _ in plan for p in f.parts if (w := _weights_of(p)) is not None}
@@ -216,15 +237,15 @@ def _extract_and_fit(
     try:
         for r, evaluation in fit_rows(executor, cohort, split, fits, on_fold):
             features, model = rows[r]
-            name = _run_name(features, model, cohort, split, request)
-            if isinstance(evaluation, ModelError):  # this row is lost; the others are still recorded
+            if isinstance(evaluation, ModelError):  # this row is lost; the others are still handed on
                 evaluation.place(row=str(row_key(features, model, request.tune)))
-                params = _params(features, model, cohort, split, request)
-                tracker.log_failure(name, params, _tags(features, model, cohort, request), str(evaluation))
+                for sink in sinks:
+                    sink.failed(FailedRow(features, model, evaluation))
                 outcome.failures.append(evaluation)
                 continue
-            result = CombinationResult(features, model, evaluation, name, tuning=tuning)
-            result.run_id = _track(tracker, result, cohort, split, request)
+            result = CombinationResult(features, model, evaluation, tuning=tuning)
+            for sink in sinks:
+                sink.row(result)
             outcome.results.append(result)
     finally:
         bar.close()
@@ -366,118 +387,6 @@ def _extract(extractor: PluginSpec, cohort: Cohort, progress: bool, executor: Ex
     return block
 
 
-def _run_name(features: Features, model: PluginSpec, cohort: Cohort, split: Split, request: RunRequest) -> str:
-    """Deterministic: the same configuration on the same data, split and seed gets the same name.
-
-    The data is the cohort's content fingerprint (images and masks included), so two cohorts that
-    differ in one mask never share a name, whatever the dataset is called.
-    """
-    parts: list = [features.digest(), model.digest(), split.sha256, request.seed, request.bootstrap]
-    parts.append(cohort.content_fingerprint())
-    if request.tune:  # kept out of untuned names, so those stay what they were
-        parts.append([request.tune, request.tune_inner_folds])
-    body = json.dumps(parts, sort_keys=True)
-    return f"{features.name}-{model.name}-{hashlib.sha256(body.encode()).hexdigest()[:8]}"
-
-
-def _params(features: Features, model: PluginSpec, cohort: Cohort, split: Split, request: RunRequest) -> dict:
-    """A row's MLflow parameters: what it was computed from, whether it finished or failed."""
-    key = row_key(features, model, request.tune)
-    params = {
-        "features": key.features_label,  # short and first: what the MLflow UI compares runs on
-        "model": key.model_label,
-        "dataset": cohort.name,
-        "n": cohort.n,
-        "events": cohort.n_events,
-        "cohort_fingerprint": cohort.fingerprint(),
-        "data_fingerprint": cohort.content_fingerprint(),
-        "description": cohort.description,
-        "split": split.name,
-        "split_sha256": split.sha256,
-        "split_scheme": json.dumps(split.scheme, sort_keys=True),
-        "seed": request.seed,
-        "bootstrap": request.bootstrap,
-        **{f"policy.{k}": v for k, v in cohort.policy.as_params().items()},
-        **features.params(),
-        **model.params("model"),
-    }
-    for i, part in enumerate(features.parts):  # the weights file's sha256 (and hub commit), by the part's role
-        weights = _weights_of(part)
-        if weights is not None:
-            params.update(weights.params("extractor" if len(features.parts) == 1 else f"extractor{i}"))
-    if request.tune:
-        params.update({"tune.trials": request.tune, "tune.inner_folds": request.tune_inner_folds})
-    return params
-
-
 def _weights_of(part: PluginSpec) -> WeightsFile | None:
     """The weights file an extractor computed with, resolved as its extraction did (None: random or none)."""
     return used_weights(part.cls(part.config))
-
-
-def _tags(features: Features, model: PluginSpec, cohort: Cohort, request: RunRequest) -> dict[str, str]:
-    key = row_key(features, model, request.tune)
-    return {"bench.extractor": key.features_label, "bench.model": key.model_label,
-            FINGERPRINT_TAG: cohort.content_fingerprint()}  # fmt: skip
-
-
-def _track_versus_baseline(tracker: Tracker, outcome: RunOutcome, baseline: Baseline) -> None:
-    """Each row's paired C-index difference to its baseline row, as metrics and in its note (as on the page)."""
-    from bench.stats.bootstrap import paired_difference
-
-    rows = {r.key: r for r in outcome.results}
-    for result in outcome.results:
-        base = rows.get(baseline.key_for(result.key))
-        if base is None or base is result:
-            continue
-        mine, theirs = result.evaluation, base.evaluation
-        if mine.replicates.empty or theirs.replicates.empty:
-            continue
-        d = paired_difference(
-            mine.metrics["c_index"].mean,
-            theirs.metrics["c_index"].mean,
-            mine.replicates["c_index"].to_numpy(),
-            theirs.replicates["c_index"].to_numpy(),
-        )
-        metrics = {"c_index_vs_baseline": d.difference, "c_index_vs_baseline_ci_low": d.ci_low,
-                   "c_index_vs_baseline_ci_high": d.ci_high, "c_index_vs_baseline_p": d.p_value}  # fmt: skip
-        versus = (
-            f" Versus the baseline {base.key} on the same bootstrap replicates: {d.difference:+.3f} "
-            f"[95 % CI {d.ci_low:+.3f}, {d.ci_high:+.3f}], p = {d.p_value:.3f}."
-        )
-        tracker.annotate(result.run_id, metrics, {NOTE_TAG: run_note(result, outcome.request) + versus})
-
-
-def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: Split, request: RunRequest) -> str:
-    evaluation = result.evaluation
-    params = _params(result.extractor, result.model, cohort, split, request)
-    for fold_key, chosen in evaluation.tuned.items():
-        params.update({f"tuned.{fold_key}.{k}": json.dumps(v) for k, v in chosen.items()})
-    tags = {
-        **_tags(result.extractor, result.model, cohort, request),
-        **{f"bench.reason.{m}": s.reason[:5000] for m, s in evaluation.metrics.items() if s.reason},
-    }
-    tags[NOTE_TAG] = run_note(result, request)
-    if evaluation.warnings:
-        tags["bench.warnings"] = "\n".join(evaluation.warning_messages)[:5000]
-    metrics = {m: s.as_dict() for m, s in evaluation.metrics.items()}
-    details = {"metrics": metrics, "fold_reasons": evaluation.fold_reasons}
-    if evaluation.warnings:
-        details["fold_warnings"] = evaluation.fold_warnings
-    artifacts = {
-        "predictions.csv": evaluation.predictions.to_csv(index=False),
-        "metrics.json": dumps(details),
-    }
-    if evaluation.tuned:
-        artifacts["tuning.json"] = dumps(evaluation.tuned)
-    if not evaluation.replicates.empty:
-        artifacts["bootstrap_replicates.csv"] = evaluation.replicates.to_csv(index_label="replicate")
-    histories = {}
-    if evaluation.curves is not None:  # AUC(t), step = time in the cohort's unit: MLflow draws the curve
-        curves = evaluation.curves
-        histories["td_auc"] = [(round(t), a) for t, a in zip(curves.times, curves.auc) if math.isfinite(a)]
-        artifacts.update(
-            {f"figures/{name}": png for name, png in row_figures(result.key, evaluation, cohort.policy).items()}
-        )
-    scalars = {"numerical_warnings": float(evaluation.warnings)}
-    return tracker.log_combination(result.run_name, params, tags, metrics, artifacts, scalars, histories)
