@@ -129,6 +129,7 @@ FORK_PRELOAD = (
     "bench.report.results",
     "bench.report.store",
     "bench.report.tracking",
+    "bench.report.mlflow_sink",
     "bench.plugins.registry",
     "bench.plugins.specs",
     "bench.plugins.weights",
