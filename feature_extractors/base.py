@@ -109,6 +109,9 @@ class Extractor:
     Config: ClassVar[type] = NoOptions
     cacheable: ClassVar[bool] = False  # per-patient features worth caching (anything that reads images)
     uses_torch: ClassVar[bool] = False  # computes with torch: one torch thread per patient (see ``one_thread``)
+    # Reads the simulated truth (a ceiling, not a representation): recorded per row of a results file, and never
+    # the row a leaderboard page illustrates.
+    reads_truth: ClassVar[bool] = False
     # Modules imported on first use, not with the plugin (the CLI starts without them); `bench` imports them before
     # any work, on every Dask worker too, so that a missing one fails first and no task pays for the import.
     imports: ClassVar[tuple[str, ...]] = ()

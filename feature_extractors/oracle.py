@@ -28,6 +28,7 @@ class OracleExtractor(Extractor):
     name = "oracle"
     version = "1"
     Config = OracleConfig
+    reads_truth = True
 
     def extract(self, cohort: Cohort, progress: bool = True, cache=None, **kwargs) -> FeatureBlock:
         truth = cohort.truth

@@ -135,3 +135,25 @@ def test_csv_manifest_needs_horizons(tmp_path: Path) -> None:
         load_cohort(str(tmp_path / "cohort.csv"))
     cohort = load_cohort(str(tmp_path / "cohort.csv"), horizons=(100.0, 200.0), tau=300.0)
     assert cohort.columns["age"].kind == "numeric" and cohort.columns["grade"].kind == "numeric"
+
+
+def test_a_manifest_says_what_its_endpoint_is(tmp_path: Path) -> None:
+    """``endpoint:`` labels the survival figures; "survival" when a manifest does not say; text only."""
+    path = _write_manifest(tmp_path, _good_rows())
+    assert load_cohort(str(path)).policy.endpoint == "survival"
+    header = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**header, "endpoint": "overall survival"}))
+    assert load_cohort(str(path)).policy.endpoint == "overall survival"
+    path.write_text(yaml.safe_dump({**header, "endpoint": 3}))
+    with pytest.raises(InputError, match="endpoint must be text, e.g. 'overall survival', got 3"):
+        load_cohort(str(path))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "endpoint"),
+    [("gbsg2", "recurrence-free survival"), ("whas500", "overall survival"), ("veterans", "overall survival"),
+     ("flchain", "overall survival")],
+)  # fmt: skip
+def test_built_in_tables_state_what_their_studies_measure(dataset: str, endpoint: str) -> None:
+    """As scikit-survival's loaders document them: GBSG2's endpoint is recurrence-free survival, the others' death."""
+    assert load_cohort(dataset).policy.endpoint == endpoint

@@ -103,3 +103,39 @@ def test_check_all_fails_on_any_stale_page_and_ci_runs_it(tmp_path: Path, capsys
     assert "orphan.md: no results file orphan.json beside it" in capsys.readouterr().out
     ci = (REPO / ".ci" / "run").read_text()
     assert "set -euo pipefail" in ci and ci.rstrip().endswith("bench leaderboard --check-all")
+
+
+def test_the_illustrated_row_is_the_best_that_reads_no_truth() -> None:
+    """Decided by each row's ``reads_truth`` in the results file; files written before rows said so: the oracle."""
+    from bench.report.leaderboard import ranked
+    from bench.report.page import illustrated_row
+    from bench.report.results import Results
+
+    body = json.loads((BOARDS / "synthetic_mm.json").read_text())
+    assert all("reads_truth" not in row for row in body["rows"]), "a file written before rows said so"
+    order = [str(r.key) for r in ranked(Results.from_json(body).rows)]
+    assert order[0].startswith("oracle")
+    best = next(label for label in order if not label.startswith("oracle"))
+    assert str(illustrated_row(Results.from_json(body)).key) == best
+    for row in body["rows"]:  # now the file says: only the best non-oracle row reads the truth
+        row["reads_truth"] = f"{row['extractor']} x {row['model']}" == best
+    assert str(illustrated_row(Results.from_json(body)).key) == order[0], "the name decides nothing"
+
+
+def test_the_kaplan_meier_axis_is_the_cohorts_endpoint(tmp_path: Path) -> None:
+    """The results file's endpoint labels the y-axis; a file written before it had one keeps the label it had."""
+    from bench.cli import main
+
+    body = json.loads((BOARDS / "synthetic_mm.json").read_text())
+    assert "endpoint" not in body["protocol"]["policy"]
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, endpoint in ((old, None), (new, "overall survival")):
+        folder.mkdir()
+        if endpoint:
+            body["protocol"]["policy"]["endpoint"] = endpoint
+        (folder / "page.json").write_text(json.dumps(body))
+        assert main(["leaderboard", "--from", str(folder / "page.json")]) == 0
+    assert (old / "page.km.svg").read_text() == (BOARDS / "synthetic_mm.km.svg").read_text()
+    figure = (new / "page.km.svg").read_text()
+    assert "overall survival" in figure and "progression-free survival" not in figure
+    assert (old / "page.md").read_text() == (new / "page.md").read_text(), "the page itself is unchanged"

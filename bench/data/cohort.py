@@ -37,12 +37,16 @@ class EvaluationPolicy:
     tau: float  # truncation time of Uno's C
     time_unit: str = "days"
     ibs_points: int = 50  # the integrated Brier score spans [horizons[0], horizons[-1]]
+    # What time and event measure ("overall survival", "progression-free survival"): the y-axis of survival figures
+    endpoint: str = "survival"
 
     def __post_init__(self) -> None:
         if not self.horizons or list(self.horizons) != sorted(self.horizons) or self.horizons[0] <= 0:
             raise DataError(f"horizons must be positive and increasing, got {self.horizons}")
         if self.tau <= 0:
             raise DataError(f"tau must be positive, got {self.tau}")
+        if not isinstance(self.endpoint, str) or not self.endpoint.strip():
+            raise DataError(f"the endpoint must be text such as 'overall survival', got {self.endpoint!r}")
 
     @property
     def ibs_times(self) -> np.ndarray:

@@ -31,8 +31,8 @@ REQUIRED = ("patient_id", "time", "event")
 IMAGES = ("pet", "ct")  # each optional: a study has PET, CT or both (a table with neither is clinical-only)
 MASK_PREFIX = "mask_"
 # Every key a YAML manifest may have (labels and synthetic: written by bench.data.synthetic, read by nothing here).
-MANIFEST_KEYS = ("format", "name", "description", "table", "time_unit", "horizons", "tau", "pet_units", "columns",
-                 "truth", "labels", "synthetic")  # fmt: skip
+MANIFEST_KEYS = ("format", "name", "description", "endpoint", "table", "time_unit", "horizons", "tau", "pet_units",
+                 "columns", "truth", "labels", "synthetic")  # fmt: skip
 FORMATS = (1,)
 COLUMN_KEYS = ("kind", "categories")
 
@@ -267,6 +267,10 @@ def _unknown_key(key, valid: tuple[str, ...]) -> str:
 def _policy(header: dict, horizons, tau, path: Path, problems: list[Problem]) -> EvaluationPolicy | None:
     horizons = horizons or header.get("horizons")
     tau = tau if tau is not None else header.get("tau")
+    endpoint = header.get("endpoint", "survival")
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        problems.append(Problem(f"{path.name}: endpoint must be text, e.g. 'overall survival', got {endpoint!r}"))
+        return None
     if horizons is None or tau is None:
         return None
     if isinstance(horizons, (str, bytes)) or not isinstance(horizons, (list, tuple)):
@@ -277,6 +281,7 @@ def _policy(header: dict, horizons, tau, path: Path, problems: list[Problem]) ->
             horizons=tuple(float(h) for h in horizons),
             tau=float(tau),
             time_unit=str(header.get("time_unit", "days")),
+            endpoint=endpoint.strip(),
         )
     except (TypeError, ValueError, DataError) as exc:
         problems.append(Problem(f"{path.name}: bad horizons/tau ({exc})"))

@@ -1,7 +1,8 @@
 """Public clinical-only cohorts bundled in scikit-survival.
 
 They check the learners and metrics on real data. Each declares its evaluation
-horizons and tau once (in days, the unit of its time column).
+horizons and tau once (in days, the unit of its time column), and its endpoint as scikit-survival's
+loader documents it (gbsg2: recurrence-free survival; the others: death, i.e. overall survival).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def gbsg2() -> Cohort:
     return _tabular(
         "gbsg2",
         load_gbsg2,
-        EvaluationPolicy(horizons=(365.0, 1095.0, 1825.0), tau=1825.0),
+        EvaluationPolicy(horizons=(365.0, 1095.0, 1825.0), tau=1825.0, endpoint="recurrence-free survival"),
         ordinal={"tgrade": ("I", "II", "III")},
         description="German Breast Cancer Study Group 2: 686 patients, recurrence-free survival",
         source="Schumacher et al., J Clin Oncol 12(10):2086 (1994); via scikit-survival",
@@ -71,7 +72,7 @@ def whas500() -> Cohort:
     return _tabular(
         "whas500",
         load_whas500,
-        EvaluationPolicy(horizons=(365.0, 730.0, 1460.0), tau=1460.0),
+        EvaluationPolicy(horizons=(365.0, 730.0, 1460.0), tau=1460.0, endpoint="overall survival"),
         description="Worcester Heart Attack Study: 500 patients, survival after myocardial infarction",
         source="Hosmer, Lemeshow and May, Applied Survival Analysis (2008); via scikit-survival",
     )
@@ -83,7 +84,7 @@ def veterans() -> Cohort:
     return _tabular(
         "veterans",
         load_veterans_lung_cancer,
-        EvaluationPolicy(horizons=(30.0, 90.0, 180.0), tau=365.0),
+        EvaluationPolicy(horizons=(30.0, 90.0, 180.0), tau=365.0, endpoint="overall survival"),
         description="Veterans' Administration lung cancer trial: 137 patients, overall survival",
         source="Kalbfleisch and Prentice (1980); via scikit-survival",
     )
@@ -95,7 +96,7 @@ def flchain() -> Cohort:
     return _tabular(
         "flchain",
         load_flchain,
-        EvaluationPolicy(horizons=(1825.0, 2920.0, 3650.0), tau=3650.0),
+        EvaluationPolicy(horizons=(1825.0, 2920.0, 3650.0), tau=3650.0, endpoint="overall survival"),
         ordinal={"flc.grp": tuple(str(i) for i in range(1, 11))},
         # `chapter` is the cause of death: known only after the event, so it would leak the outcome.
         drop=("chapter",),

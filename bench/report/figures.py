@@ -164,8 +164,9 @@ def risk_group_summary(time, event, groups) -> RiskGroupSummary:
     return _summary(time, event, groups, _fit_groups(time, event, groups))
 
 
-def kaplan_meier_figure(time, event, groups, title: str, unit: str) -> Figure:
-    """KM curve with its 95 % CI per non-empty risk group, the log-rank p, and a number-at-risk table."""
+def kaplan_meier_figure(time, event, groups, title: str, unit: str, endpoint: str = "survival") -> Figure:
+    """KM curve with its 95 % CI per non-empty risk group, the log-rank p, and a number-at-risk table; the
+    y-axis is the cohort's endpoint (``EvaluationPolicy.endpoint``)."""
     time, event, groups = _survival(time, event, groups)
     if len(time) == 0:
         raise ValueError("kaplan_meier_figure needs at least one patient, got none")
@@ -187,7 +188,7 @@ def kaplan_meier_figure(time, event, groups, title: str, unit: str) -> Figure:
         ticks = [tick for tick in MaxNLocator(nbins=6).tick_values(0.0, xmax) if 0.0 <= tick <= xmax]
         ax.set_xticks(ticks)
         ax.set_xlabel(f"time ({unit})")
-        ax.set_ylabel("progression-free survival")
+        ax.set_ylabel(endpoint)
         ax.grid(alpha=0.3)
         ax.legend(title=f"log-rank p = {_format_p(summary.log_rank_p)}", loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), frameon=False)  # fmt: skip

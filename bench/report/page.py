@@ -4,8 +4,9 @@ Beside ``<name>.md``:
 
 - ``<name>.forest.svg``: every row's paired C-index difference to its baseline with its 95 % CI and
   Holm-adjusted p, in rank order;
-- ``<name>.km.svg``: the Kaplan-Meier curves of the predicted risk tertiles of the best row that is not an
-  oracle (results files made before risk groups were kept have none).
+- ``<name>.km.svg``: the Kaplan-Meier curves of the predicted risk tertiles of the best row whose features
+  read no simulated truth (``Row.reads_truth``), the y-axis labelled with the cohort's endpoint (results files
+  made before risk groups were kept have none).
 
 Everything is rendered from the results file alone and byte-identical from one rendering to the next, so
 ``bench leaderboard --check`` verifies the figures as it verifies the page.
@@ -19,9 +20,6 @@ from bench.report.files import stale_diff, write_atomic
 from bench.report.leaderboard import paired_comparisons, ranked, render
 from bench.report.results import Results, Row
 
-ORACLE = "oracle"  # the extractor that reads the simulated truth: never the row a page illustrates
-
-
 def forest_path(page: Path) -> Path:
     return page.with_name(f"{page.stem}.forest.svg")
 
@@ -31,8 +29,8 @@ def kaplan_meier_path(page: Path) -> Path:
 
 
 def illustrated_row(results: Results) -> Row | None:
-    """The best-ranked row whose features read no oracle, if any."""
-    return next((r for r in ranked(results.rows) if all(p.name != ORACLE for p in r.key.features)), None)
+    """The best-ranked row whose features read no simulated truth (a ceiling, never the row a page illustrates)."""
+    return next((r for r in ranked(results.rows) if not r.reads_truth), None)
 
 
 def page_files(results: Results, page: Path, source: str | None = None) -> dict[Path, str]:
@@ -50,7 +48,7 @@ def page_files(results: Results, page: Path, source: str | None = None) -> dict[
         groups = [int(c) for c in row.risk_groups]
         figure = figures.kaplan_meier_figure(
             results.outcomes.time, results.outcomes.event, groups, kaplan_meier_title(row.key),
-            results.protocol.policy.time_unit,
+            results.protocol.policy.time_unit, results.protocol.policy.endpoint,
         )  # fmt: skip
         files[kaplan_meier_path(page)] = figures.svg_text(figure)
     links = {

@@ -32,6 +32,10 @@ FORMAT = "prognosis-bench-results/1"
 REPLICATE_DECIMALS = 6  # enough for 3-decimal CIs; keeps the committed file small
 SIGNIFICANT_DIGITS = 12  # of every stored metric (see _number)
 METRIC_FIELDS = ("mean", "se", "ci_low", "ci_high")
+# What files written before they recorded an endpoint and whether a row reads the truth are read as: every
+# figure they made was labelled progression-free survival, and the oracle was the only extractor reading the truth.
+EARLIER_ENDPOINT = "progression-free survival"
+EARLIER_TRUTH_READER = "oracle"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Row:
     # Each test patient's predicted risk tertile (0-2, cut points from the training folds), first repeat, in the
     # order of ``Results.outcomes``; "" in files made before risk groups were kept
     risk_groups: str = ""
+    reads_truth: bool = False  # an extractor of its features reads the simulated truth (``Extractor.reads_truth``)
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class Results:
                 r.evaluation.warnings,
                 r.evaluation.warning_messages[0] if r.evaluation.warning_messages else "",
                 risk_group_text(r.evaluation.predictions),
+                any(part.cls.reads_truth for part in r.extractor.parts),
             )
             for r in outcome.results
         ]
@@ -141,6 +147,7 @@ class Results:
                     "tau": p.policy.tau,
                     "time_unit": p.policy.time_unit,
                     "ibs_points": p.policy.ibs_points,
+                    "endpoint": p.policy.endpoint,
                 },
                 "split": {"name": p.split_name, "scheme": p.split_scheme, "sha256": p.split_sha256},
                 **({"fingerprint": p.fingerprint} if p.fingerprint else {}),
@@ -161,8 +168,9 @@ class Results:
     def from_json(cls, body: dict) -> Results:
         p = body["protocol"]
         policy = EvaluationPolicy(
-            tuple(p["policy"]["horizons"]), p["policy"]["tau"], p["policy"]["time_unit"], p["policy"]["ibs_points"]
-        )
+            tuple(p["policy"]["horizons"]), p["policy"]["tau"], p["policy"]["time_unit"], p["policy"]["ibs_points"],
+            str(p["policy"].get("endpoint", EARLIER_ENDPOINT)),
+        )  # fmt: skip
         protocol = Protocol(
             p["dataset"], p["description"], p["n"], p["events"], policy,
             p["split"]["name"], p["split"]["scheme"], p["split"]["sha256"], str(p.get("fingerprint", "")),
@@ -218,14 +226,19 @@ def _row_json(row: Row) -> dict:
         else [_number(round(float(v), REPLICATE_DECIMALS)) for v in row.replicates],
         **warned,
         **({"risk_groups": row.risk_groups} if row.risk_groups else {}),
+        "reads_truth": row.reads_truth,
     }
 
 
 def _row_from_json(body: dict) -> Row:
     metrics = {m: {f: _float(v) for f, v in fields.items()} for m, fields in body["metrics"].items()}
     replicates = body["c_index_replicates"]
+    key = RowKey.parse(body["extractor"], body["model"])
+    reads_truth = body.get("reads_truth")
+    if reads_truth is None:  # a file written before rows said so
+        reads_truth = earlier_reads_truth(key)
     return Row(
-        RowKey.parse(body["extractor"], body["model"]),
+        key,
         body["run_name"],
         metrics,
         body["reasons"],
@@ -235,7 +248,13 @@ def _row_from_json(body: dict) -> Row:
         warnings=int(body.get("warnings", 0)),
         first_warning=str(body.get("first_warning", "")),
         risk_groups=str(body.get("risk_groups", "")),
+        reads_truth=bool(reads_truth),
     )
+
+
+def earlier_reads_truth(key: RowKey) -> bool:
+    """Whether a row recorded before rows said so read the truth: its features include the oracle."""
+    return any(part.name == EARLIER_TRUTH_READER for part in key.features)
 
 
 def _number(value: float) -> float | None:

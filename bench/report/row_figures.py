@@ -62,7 +62,7 @@ def row_figures(key: RowKey, evaluation: Evaluation, policy: EvaluationPolicy) -
     time, event = first["time"].to_numpy(float), first["event"].to_numpy(bool)
     out = {
         "kaplan_meier.png": figures.kaplan_meier_figure(
-            time, event, first["risk_group"].to_numpy(int), kaplan_meier_title(key), unit
+            time, event, first["risk_group"].to_numpy(int), kaplan_meier_title(key), unit, policy.endpoint
         )
     }
     curves = evaluation.curves

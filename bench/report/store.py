@@ -21,7 +21,7 @@ import pandas as pd
 from bench.data.cohort import EvaluationPolicy
 from bench.errors import DataError, UsageError
 from bench.plugins.labels import Baseline, RowKey
-from bench.report.results import METRIC_FIELDS, Outcomes, Protocol, Results, Row
+from bench.report.results import METRIC_FIELDS, Outcomes, Protocol, Results, Row, earlier_reads_truth
 from bench.report.row_figures import outcomes_of, risk_group_text
 from bench.report.tracking import FINGERPRINT_TAG, KIND_TAG, experiment_id, open_store
 
@@ -196,6 +196,7 @@ def _row(mlflow_client, run: StoredRun, tmp: Path) -> tuple[Row, Outcomes | None
         warnings,
         run.tags.get("bench.warnings", "").split("\n")[0] if warnings else "",
         groups,
+        earlier_reads_truth(run.key),  # runs in a store do not record it
     ), outcomes
 
 

@@ -8,6 +8,7 @@ committed split files were made for.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -41,8 +42,13 @@ def ensure_generated(preset: str, seed: int = SEED, progress: bool = True) -> Pa
 
 
 def _load(preset: str) -> Cohort:
+    from bench.data.synthetic.presets import ENDPOINT
+
     manifest = ensure_generated(preset)
-    return manifest_cohort(read_manifest(manifest), str(manifest))
+    cohort = manifest_cohort(read_manifest(manifest), str(manifest))
+    # A cohort generated before manifests declared their endpoint says nothing; the simulated event is the same
+    cohort.policy = dataclasses.replace(cohort.policy, endpoint=ENDPOINT)
+    return cohort
 
 
 def synthetic_mm() -> Cohort:

@@ -46,6 +46,7 @@ PRESETS: dict[str, Preset] = {
 # Evaluation policy written into every manifest: well inside the two-year minimum follow-up window.
 HORIZONS = (365, 730, 1095)
 TAU = 1095
+ENDPOINT = "progression-free survival"  # what the simulated event is
 
 # Clinical covariates as the manifest declares them; nothing about outcome or truth is among them.
 CLINICAL_COLUMNS: dict[str, object] = {

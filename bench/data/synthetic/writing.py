@@ -15,7 +15,16 @@ import yaml
 
 from bench.data.synthetic.canvas import LABELS
 from bench.data.synthetic.patients import sample_patients
-from bench.data.synthetic.presets import CLINICAL_COLUMNS, HORIZONS, TAU, TRUTH_COLUMNS, Preset, _preset, dataset_name
+from bench.data.synthetic.presets import (
+    CLINICAL_COLUMNS,
+    ENDPOINT,
+    HORIZONS,
+    TAU,
+    TRUTH_COLUMNS,
+    Preset,
+    _preset,
+    dataset_name,
+)
 from bench.data.synthetic.render import render_patient
 from bench.errors import DataError
 
@@ -122,6 +131,7 @@ def _write_tables(patients: pd.DataFrame, preset: Preset, seed: int, root: Path)
         "format": _FORMAT,
         "name": dataset_name(preset),
         "description": f"Synthetic multiple-myeloma PET/CT cohort (preset {preset.name}, seed {seed})",
+        "endpoint": ENDPOINT,
         "table": "patients.csv",
         "time_unit": "days",
         "horizons": list(HORIZONS),
