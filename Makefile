@@ -34,7 +34,7 @@ lock: $(VENV)/.installed
 demo: install
 	$(BIN)/bench grid --config configs/demo.yaml
 	@echo
-	@echo "Browse every run in the MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "Browse every run in the MLflow UI:  $(BIN)/bench ui"
 
 # Every learner on the clinical covariates of GBSG2, each compared with the Cox model on the same
 # bootstrap replicates: the results file leaderboards/gbsg2.json, then the page rendered from it.

@@ -83,10 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     warned = warning_lines(results)
     print("\n".join(table + ([""] + notes if notes else []) + ([""] + warned if warned else [])))
-    print(
-        f"MLflow parent run {outcome.parent_run_id}; open the UI with: "
-        f"mlflow ui --backend-store-uri {args.tracking_uri or 'sqlite:///mlflow.db'}"
-    )
+    ui = _ui_command(outcome.cohort.name, args.tracking_uri)
+    print(f"MLflow parent run {outcome.parent_run_id}; open the UI with: {ui}")
     if args.results and results.rows:  # the rows that finished, even when others failed; never an empty file
         save_results(args.results, results)
         print(f"wrote {args.results}; render it with: bench leaderboard --from {args.results}", file=sys.stderr)
@@ -101,6 +99,12 @@ def _scheduler(args: argparse.Namespace) -> str | None:
     from bench.executor import scheduler_from_env
 
     return args.scheduler or scheduler_from_env()
+
+
+def _ui_command(dataset: str, tracking_uri: str | None) -> str:
+    """The ``bench ui`` command that opens the MLflow UI on a run's store and dataset."""
+    words = ["bench", "ui", "--dataset", dataset]
+    return shlex.join(words + (["--tracking-uri", tracking_uri] if tracking_uri else []))
 
 
 def _run_command(args: argparse.Namespace) -> str:
@@ -155,7 +159,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         print(f"wrote {', '.join(map(str, written))} and {out.with_suffix('.json')}", file=sys.stderr)
     print(
         f"MLflow parent run {outcome.parent_run_id}; browse every run with: "
-        f"mlflow ui --backend-store-uri {config.request.tracking_uri or 'sqlite:///mlflow.db'}"
+        f"{_ui_command(outcome.cohort.name, config.request.tracking_uri)}"
     )
     outcome.check()  # exit 1 naming every failed row and fold
     return 0

@@ -71,6 +71,14 @@ def test_json_and_terminal_table(veterans_run: dict) -> None:
         assert set(r["metrics"]) >= {"uno_c", "td_auc_30", "td_auc_90", "td_auc_180", "ibs"}
     assert "| rank | extractor | model |" in veterans_run["stdout"]
     assert "evaluate" in veterans_run["stderr"], "progress bar on the terminal"
+    assert "open the UI with: bench ui --dataset veterans --tracking-uri sqlite:///" in veterans_run["stdout"]
+    assert "mlflow ui" not in veterans_run["stdout"]
+
+
+def test_the_results_file_records_the_endpoint_and_which_rows_read_the_truth(veterans_run: dict, store: Path) -> None:
+    body = json.loads((store / "results.json").read_text())
+    assert body["protocol"]["policy"]["endpoint"] == "overall survival"
+    assert [row["reads_truth"] for row in body["rows"]] == [False] * 4
 
 
 def test_leaderboard_is_reproducible_and_checkable(veterans_run: dict, store: Path, tmp_path: Path) -> None:
