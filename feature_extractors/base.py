@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ from bench.errors import (
     WeightsError,
 )
 from bench.executor import GPU, Executor, on_gpu, open_executor
+
+if TYPE_CHECKING:
+    from bench.data.imaging.study import Study
 
 # Re-exported so plugins declare option constraints from here (see bench.plugins.options).
 from bench.plugins.options import AnyOf, ExistingFile, Increasing, Interval, Length, OneOf, option  # noqa: F401
@@ -66,6 +69,13 @@ class PatientRecord:
             raise UsageError(f"extractor {extractor!r} needs an imaging cohort (a PET/CT manifest); "
                              f"sample {self.sample_id!r} has no images")  # fmt: skip
         return self.inputs
+
+    def study(self, extractor: str) -> Study:
+        """The study on one grid (``image``, ``roi_mask``, ``spacing``, ``units``), for plugins: see
+        ``bench.data.imaging.study.open_study``; ``extractor`` (its name) goes into the error without images."""
+        from bench.data.imaging.study import open_study
+
+        return open_study(self, extractor)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The public imaging API for plugins (``bench.data.imaging.study.open_study``) and the outside SUV-statistics plugin
+"""The public imaging API for plugins (``PatientRecord.study``, i.e. ``bench.data.imaging.study.open_study``)
+and the outside SUV-statistics plugin
 (tests/fixtures/bench_suv_plugin) written with it alone: through `bench run`, against SUV statistics computed here
 with SimpleITK and numpy on the cohort's files, and the masks it hands out."""
 
@@ -103,7 +104,7 @@ def test_suv_stats_runs_through_bench_and_agrees_with_numpy(
 
     table = _manifest_table(synthetic_data / TINY)
     pid = cohort.sample_ids[0]
-    inside = sitk.GetArrayFromImage(open_study(_record(table, pid), "test").roi_mask("spine_dilated")) > 0
+    inside = sitk.GetArrayFromImage(_record(table, pid).study("test").roi_mask("spine_dilated")) > 0
     expected = _reference(table.at[pid, "pet"], inside)
     assert expected["mtv_ml"] > 0, "the check must cover a metabolic volume"
     for name, value in expected.items():
@@ -129,7 +130,7 @@ def test_study_gives_images_masks_spacing_and_units(
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     pid, path = marrow_mask
     table = _manifest_table(synthetic_data / TINY)
-    study = open_study(_record(table, pid, {"marrow": path}), "test")
+    study = _record(table, pid, {"marrow": path}).study("test")
     pet_file = sitk.ReadImage(str(table.at[pid, "pet"]))
 
     assert study.spacing == pytest.approx(pet_file.GetSpacing())
