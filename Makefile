@@ -13,7 +13,8 @@ install: $(VENV)/.installed
 # The environment is exactly requirements/lock.txt (pip-tools, every file pinned by sha256, for Linux x86-64 and
 # Python 3.11): the versions that made the committed pages. scripts/install-lock installs it with --no-deps and
 # --require-hashes, sam2 last (it builds against the torch installed before it); then this repository, editable.
-$(VENV)/.installed: requirements/lock.txt pyproject.toml tests/fixtures/bench_example_plugin/pyproject.toml
+$(VENV)/.installed: requirements/lock.txt pyproject.toml tests/fixtures/bench_example_plugin/pyproject.toml \
+		tests/fixtures/bench_suv_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PYTHON) scripts/install-lock $(BIN)/python requirements/lock.txt
 	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . -e tests/fixtures/bench_example_plugin -e tests/fixtures/bench_suv_plugin
