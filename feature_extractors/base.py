@@ -13,7 +13,6 @@ import logging
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 
 from bench.cache import FeatureCache, cache_root, cache_root_as, entry_key
 from bench.data.cohort import Cohort, ColumnSpec
-from bench.data.inputs import StudyInputs, study_inputs
+from bench.data.inputs import StudyInputs
 from bench.errors import (
     BadInputError,
     BenchError,
@@ -59,9 +58,9 @@ class PatientRecord:
     inputs: StudyInputs | None = None  # the study's images and masks (imaging cohorts only)
 
     def __post_init__(self) -> None:
-        if self.inputs is not None and not isinstance(self.inputs, StudyInputs):  # the dict of earlier versions
-            warnings.warn("PatientRecord.inputs is a StudyInputs now; a dict is converted", DeprecationWarning, 2)
-            object.__setattr__(self, "inputs", study_inputs(self.inputs))
+        if self.inputs is not None and not isinstance(self.inputs, StudyInputs):
+            raise TypeError(f"PatientRecord.inputs of {self.sample_id!r} is a {type(self.inputs).__name__}, not a "
+                            "StudyInputs (bench.data.inputs.study_inputs makes one from a dict)")  # fmt: skip
 
     def study_inputs(self, extractor: str) -> StudyInputs:
         """The images, or an error saying that ``extractor`` needs an imaging cohort."""

@@ -17,7 +17,8 @@ import pytest
 import SimpleITK as sitk
 from pydicom.valuerep import DS
 
-from bench.data.imaging.io import check_overlap, dicom_series_files, read_ct, read_mask, read_pet, resample_to
+from bench.data.imaging.grid import check_overlap, resample_to
+from bench.data.imaging.io import dicom_series_files, read_ct, read_mask, read_pet
 from bench.errors import InputError
 
 from data_paths import STS, TOTALSEG

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from bench.data.imaging import io
+from bench.data.imaging import grid as grids
 from bench.data.imaging.masks import dilate_mask, skeleton_mask, spine_dilated_mask, spine_mask
 from bench.data.synthetic import LABELS, render_patient, sample_patients, spine_truth
 
@@ -73,7 +73,7 @@ def test_nothing_of_the_spine_rois_at_or_above_the_skull_base(demo):
         found[p["id"]] = [
             np.count_nonzero(array(p["spine"]) & head),
             np.count_nonzero(array(p["dilated"]) & head),
-            np.count_nonzero(array(io.resample_to(p["dilated"], p["pet"], "nearest")) & pet_head),
+            np.count_nonzero(array(grids.resample_to(p["dilated"], p["pet"], "nearest")) & pet_head),
         ]
     message = "voxels at or above the skull base (spine, spine_dilated, spine_dilated on PET): " + str(found)
     print(message)
@@ -102,7 +102,7 @@ def test_suvmax_of_the_dilated_spine_is_not_brain(demo):
     names = {value: name for name, value in LABELS.items()}
     where = {}
     for p in demo:
-        inside = array(io.resample_to(p["dilated"], p["pet"], "nearest"))
+        inside = array(grids.resample_to(p["dilated"], p["pet"], "nearest"))
         suv = np.where(inside, sitk.GetArrayFromImage(p["pet"]), -np.inf)
         at = np.unravel_index(np.argmax(suv), suv.shape)
         where[p["id"]] = (round(float(suv[at]), 2), names.get(int(sitk.GetArrayViewFromImage(p["labels"])[at]), "air"))

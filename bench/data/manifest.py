@@ -154,7 +154,8 @@ def check_images(manifest: Manifest, progress: bool = True) -> list[Problem]:
     """Read every image and mask of the manifest; the problems found, one per bad file."""
     from tqdm.auto import tqdm
 
-    from bench.data.imaging.io import PET_UNITS, check_overlap, mask_on, read_ct, read_mask, read_pet
+    from bench.data.imaging.grid import check_overlap, mask_on
+    from bench.data.imaging.io import PET_UNITS, read_ct, read_mask, read_pet
 
     problems: list[Problem] = []
     if "patient_id" not in manifest.table.columns or not manifest.image_columns:

@@ -1,6 +1,6 @@
 """Read PET (as SUV), CT and ROI masks from NIfTI or a DICOM series folder, or only their headers.
 
-Putting images on one grid lives in ``bench.data.imaging.grid`` (re-exported here).
+Putting images on one grid (resampling, overlap checks, masks on a grid) lives in ``bench.data.imaging.grid``.
 
 Every bad input becomes an ``InputError`` with a one-line message that names the
 file, the patient when the caller passes one, and what to do. SimpleITK does the
@@ -25,10 +25,10 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from bench.data.imaging.grid import Header, check_overlap, dicom_header, grid_header, mask_on, resample_to
+from bench.data.imaging.grid import Header, dicom_header, grid_header
 from bench.errors import InputError
 
-__all__ = ["Header", "check_overlap", "mask_on", "read_ct", "read_header", "read_mask", "read_pet", "resample_to"]
+__all__ = ["read_ct", "read_header", "read_mask", "read_pet"]
 
 PathLike = str | os.PathLike[str]
 

@@ -25,6 +25,7 @@ from typing import Protocol
 import SimpleITK as sitk
 
 from bench.cache import cache_root, file_digest
+from bench.data.imaging import grid as grids
 from bench.data.imaging import io
 from bench.data.imaging import masks as mask_algorithms
 from bench.data.inputs import StudyInputs
@@ -56,7 +57,7 @@ class Study:
         ct = io.read_ct(self.inputs.image("ct", self.patient), patient=self.patient)
         if self.pet is not None:
             pet_file, ct_file = str(self.inputs.pet), str(self.inputs.ct)
-            io.check_overlap(self.pet, ct, f"PET {pet_file!r}", f"CT {ct_file!r}", patient=self.patient)
+            grids.check_overlap(self.pet, ct, f"PET {pet_file!r}", f"CT {ct_file!r}", patient=self.patient)
         return ct
 
     @cached_property
@@ -69,7 +70,7 @@ class Study:
         """CT in HU on the study's grid."""
         if self.pet is None:
             return self.ct_native
-        return io.resample_to(self.ct_native, self.pet, "linear", default=-1000.0)
+        return grids.resample_to(self.ct_native, self.pet, "linear", default=-1000.0)
 
     def image(self, modality: str) -> sitk.Image:
         """``pet`` (SUV) or ``ct`` (HU) on the study's grid; an error naming the patient when it has none."""
@@ -108,7 +109,7 @@ class Study:
         if supplied is not None:
             mask = io.read_mask(supplied, patient=self.patient, roi=roi)
             grid = f"PET {str(self.inputs.pet)!r}" if self.pet is not None else f"CT {str(self.inputs.ct)!r}"
-            return io.mask_on(mask, self.grid, f"{roi} mask {str(supplied)!r}", grid, self.patient, f"mask_{roi}")
+            return grids.mask_on(mask, self.grid, f"{roi} mask {str(supplied)!r}", grid, self.patient, f"mask_{roi}")
         if self.inputs.ct is None:
             raise InputError(
                 f"patient {self.patient!r}: ROI {roi!r} is computed from CT and the study has no CT; "
@@ -120,7 +121,7 @@ class Study:
                 return sitk.ReadImage(str(cached), sitk.sitkUInt8)
             except RuntimeError:
                 cached.unlink(missing_ok=True)  # a damaged entry is recomputed, never used
-        mask = io.resample_to(mask_algorithms.roi_mask(self.ct_native, roi), self.grid, "nearest")
+        mask = grids.resample_to(mask_algorithms.roi_mask(self.ct_native, roi), self.grid, "nearest")
         if use_cache:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.nii.gz")
@@ -166,7 +167,7 @@ def header_problems(inputs: StudyInputs, patient: str, files: Collection[Path]) 
     """
     entries = [("pet", inputs.pet, ""), ("ct", inputs.ct, "")]
     entries += [("mask", path, roi) for roi, path in sorted(inputs.masks.items())]
-    headers: dict[tuple[str, str], tuple[Path, io.Header | None]] = {}
+    headers: dict[tuple[str, str], tuple[Path, grids.Header | None]] = {}
     problems = []
     for kind, path, roi in entries:
         if path is None or path not in files:
@@ -186,7 +187,7 @@ def header_problems(inputs: StudyInputs, patient: str, files: Collection[Path]) 
             what = f"{roi} mask {str(path)!r}"
             hint = f"check that the mask was drawn on this study's images (column 'mask_{roi}')"
         try:
-            io.check_overlap(grid, header, f"{grid_key[0].upper()} {str(grid_path)!r}", what, patient, hint)
+            grids.check_overlap(grid, header, f"{grid_key[0].upper()} {str(grid_path)!r}", what, patient, hint)
         except InputError as exc:
             problems.append(str(exc))
     return problems
