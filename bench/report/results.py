@@ -21,7 +21,7 @@ from bench.data.cohort import EvaluationPolicy
 from bench.errors import InputError
 from bench.plugins.labels import Baseline, RowKey
 from bench.report.files import write_atomic
-from bench.report.row_figures import outcomes_of, risk_group_text
+from bench.report.risk_groups import outcomes_of, risk_group_text
 
 if TYPE_CHECKING:
     from bench.data.cohort import Cohort

@@ -22,7 +22,7 @@ from bench.data.cohort import EvaluationPolicy
 from bench.errors import DataError, UsageError
 from bench.plugins.labels import Baseline, RowKey
 from bench.report.results import METRIC_FIELDS, Outcomes, Protocol, Results, Row, earlier_reads_truth
-from bench.report.row_figures import outcomes_of, risk_group_text
+from bench.report.risk_groups import outcomes_of, risk_group_text
 from bench.report.tracking import FINGERPRINT_TAG, KIND_TAG, experiment_id, open_store
 
 UNKNOWN = "(none: made before prognosis-bench 0.3)"
