@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.report.files import write_atomic
     from bench.report.leaderboard import table_lines, warning_lines
     from bench.report.mlflow_sink import MlflowSink
-    from bench.report.results import Results, save_results
+    from bench.report.results_sink import ResultsSink
 
     _check_outputs(("--results", args.results), ("--output-json", args.output_json))
     request = RunRequest(
@@ -74,8 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         optuna_storage=args.optuna_storage,
     )
     baseline = resolve_baseline(args.baseline, args.baseline_model, args.weights, args.tune)
-    outcome = run(request, progress=not args.quiet, baseline=baseline, sinks=[MlflowSink(request.tracking_uri)])
-    results = Results.from_outcome(outcome, baseline, _run_command(args))
+    saved = ResultsSink(baseline, _run_command(args), args.results)
+    outcome = run(request, progress=not args.quiet, baseline=baseline, sinks=[MlflowSink(request.tracking_uri), saved])
+    results = saved.results
     table, notes = table_lines(results)
     print(
         f"dataset {outcome.cohort.name}, split {outcome.split.name} ({outcome.split.sha256[:12]}), "
@@ -85,8 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\n".join(table + ([""] + notes if notes else []) + ([""] + warned if warned else [])))
     ui = _ui_command(outcome.cohort.name, args.tracking_uri)
     print(f"MLflow parent run {outcome.parent_run_id}; open the UI with: {ui}")
-    if args.results and results.rows:  # the rows that finished, even when others failed; never an empty file
-        save_results(args.results, results)
+    if saved.written:  # the rows that finished, even when others failed; never an empty file
         print(f"wrote {args.results}; render it with: bench leaderboard --from {args.results}", file=sys.stderr)
     if args.output_json:
         write_atomic(args.output_json, json.dumps(outcome.as_json(), indent=1, sort_keys=True) + "\n")
@@ -133,8 +133,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from bench.protocol.grid import check_plan, grid_baseline, load_config, run_grid
     from bench.report.leaderboard import leaderboard_path
     from bench.report.mlflow_sink import MlflowSink
-    from bench.report.page import write_page
-    from bench.report.results import Results, save_results
+    from bench.report.results_sink import ResultsSink
 
     overrides = {"dataset": args.dataset, "bootstrap": args.bootstrap, "workers": args.workers}
     overrides["scheduler"] = _scheduler(args)
@@ -148,15 +147,17 @@ def cmd_grid(args: argparse.Namespace) -> int:
         for features, models in check_plan(config):
             print(f"{features}: {', '.join(models)}")
         return 0
-    outcome = run_grid(config, progress=not args.quiet, sinks=[MlflowSink(config.request.tracking_uri)])
-    results = Results.from_outcome(outcome, grid_baseline(config), _grid_command(args))
-    out = args.leaderboard or (config.leaderboard if not args.dataset else None)
-    out = out or leaderboard_path(outcome.cohort.name)
-    if results.rows:  # the rows that finished, even when others failed; never an empty page
-        save_results(out.with_suffix(".json"), results)
-        written = write_page(results, out)
-        print(out.read_text(), end="")
-        print(f"wrote {', '.join(map(str, written))} and {out.with_suffix('.json')}", file=sys.stderr)
+    chosen = args.leaderboard or (config.leaderboard if not args.dataset else None)
+
+    def page_of(outcome) -> Path:  # the default page is named after the cohort, known once it is loaded
+        return chosen or leaderboard_path(outcome.cohort.name)
+
+    saved = ResultsSink(grid_baseline(config), _grid_command(args), page_of, page=True)
+    outcome = run_grid(config, progress=not args.quiet, sinks=[MlflowSink(config.request.tracking_uri), saved])
+    if saved.written:  # the rows that finished, even when others failed; never an empty page
+        data, *pages = saved.written
+        print(page_of(outcome).read_text(), end="")
+        print(f"wrote {', '.join(map(str, pages))} and {data}", file=sys.stderr)
     print(
         f"MLflow parent run {outcome.parent_run_id}; browse every run with: "
         f"{_ui_command(outcome.cohort.name, config.request.tracking_uri)}"

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from bench.errors import ModelError, RowsFailedError
+from bench.plugins.labels import Baseline
 from bench.protocol.runner import CombinationResult, FailedRow, RowSink, RunOutcome, RunRequest, run
+from bench.report.results import load_results
+from bench.report.results_sink import ResultsSink
 from survival_models.coxnet import CoxNet
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "bench" / "protocol"
@@ -50,13 +53,14 @@ def test_every_row_finished_or_failed_reaches_the_sinks_in_plan_order_and_no_sto
     monkeypatch.chdir(tmp_path)  # the default store, sqlite:///mlflow.db, would be made here
     store = tmp_path / "given.db"
     sink = ListSink()
+    saved = ResultsSink(Baseline(), "test", tmp_path / "results.json")
     request = RunRequest(
         "gbsg2",
         rows=(("clinical", ("coxph", "coxnet:alpha=0.1", "coxnet:alpha=0.5")),),
         bootstrap=5,
         tracking_uri=f"sqlite:///{store}",
     )
-    outcome = run(request, progress=False, sinks=[sink])
+    outcome = run(request, progress=False, sinks=[sink, saved])
 
     kinds = [kind for kind, _ in sink.events]
     assert kinds == ["check", "start", "row", "failed", "row", "finish"]
@@ -68,20 +72,28 @@ def test_every_row_finished_or_failed_reaches_the_sinks_in_plan_order_and_no_sto
     assert sink.events[-1] == ("finish", False)
     assert outcome.parent_run_id == "" and all(r.run_id == "" for r in outcome.results)  # nothing recorded them
     assert not store.exists() and not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    # the results file holds the rows that finished, as they read back
+    written = load_results(tmp_path / "results.json")
+    assert saved.written == [tmp_path / "results.json"]
+    assert sorted(str(r.key) for r in written.rows) == ["clinical x coxnet[alpha=0.5]", "clinical x coxph"]
     with pytest.raises(RowsFailedError):
         outcome.check()
 
 
-def test_a_run_stopped_by_an_error_finishes_its_sinks_as_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_stopped_by_an_error_finishes_its_sinks_as_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def fit(self, X, y):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(CoxNet, "fit", fit)
     sink = ListSink()
+    saved = ResultsSink(Baseline(), "test", tmp_path / "results.json")
     with pytest.raises(KeyboardInterrupt):
-        run(RunRequest("gbsg2", models=("coxnet:alpha=0.1",), bootstrap=0), progress=False, sinks=[sink])
+        run(RunRequest("gbsg2", models=("coxnet:alpha=0.1",), bootstrap=0), progress=False, sinks=[sink, saved])
     assert [kind for kind, _ in sink.events] == ["check", "start", "finish"]
     assert sink.events[-1] == ("finish", True)
+    assert saved.results is None and not (tmp_path / "results.json").exists(), "an interrupted run writes nothing"
 
 
 def _imports(path: Path) -> set[str]:
