@@ -75,7 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     baseline = resolve_baseline(args.baseline, args.baseline_model, args.weights, args.tune)
     saved = ResultsSink(baseline, _run_command(args), args.results)
-    outcome = run(request, progress=not args.quiet, baseline=baseline, sinks=[MlflowSink(request.tracking_uri), saved])
+    sinks = [MlflowSink(request.tracking_uri), saved, *_progress(args)]
+    outcome = run(request, baseline=baseline, sinks=sinks)
     results = saved.results
     table, notes = table_lines(results)
     print(
@@ -99,6 +100,13 @@ def _scheduler(args: argparse.Namespace) -> str | None:
     from bench.executor import scheduler_from_env
 
     return args.scheduler or scheduler_from_env()
+
+
+def _progress(args: argparse.Namespace) -> list:
+    """The progress output as a sink of the runner, unless ``--quiet``."""
+    from bench.report.progress_sink import ProgressSink
+
+    return [] if args.quiet else [ProgressSink()]
 
 
 def _ui_command(dataset: str, tracking_uri: str | None) -> str:
@@ -153,7 +161,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         return chosen or leaderboard_path(outcome.cohort.name)
 
     saved = ResultsSink(grid_baseline(config), _grid_command(args), page_of, page=True)
-    outcome = run_grid(config, progress=not args.quiet, sinks=[MlflowSink(config.request.tracking_uri), saved])
+    outcome = run_grid(config, sinks=[MlflowSink(config.request.tracking_uri), saved, *_progress(args)])
     if saved.written:  # the rows that finished, even when others failed; never an empty page
         data, *pages = saved.written
         print(page_of(outcome).read_text(), end="")

@@ -191,8 +191,7 @@ def test_cli_run_and_cached_sequences(tmp_path: Path, monkeypatch: pytest.Monkey
                 weights="random",
                 bootstrap=20,
                 tracking_uri=f"sqlite:///{tmp_path / 'm2.db'}",
-            ),
-            progress=False,
+            )
         )
     (result,) = outcome.results
     assert result.extractor.label == "medsam2_memory[pool=attention,max_slices=2,random-init]+clinical"

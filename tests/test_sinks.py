@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import io
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from bench.errors import ModelError, RowsFailedError
 from bench.plugins.labels import Baseline
 from bench.protocol.runner import CombinationResult, FailedRow, RowSink, RunOutcome, RunRequest, run
 from bench.report.results import load_results
+from bench.report.progress_sink import ProgressSink
 from bench.report.results_sink import ResultsSink
 from survival_models.coxnet import CoxNet
 
@@ -29,6 +31,9 @@ class ListSink(RowSink):
 
     def start(self, outcome: RunOutcome, plan: list) -> None:
         self.events.append(("start", [f.label for f, _ in plan]))
+
+    def fold(self, features, model) -> None:
+        self.events.append(("fold", f"{features.label} x {model.label}"))
 
     def row(self, result: CombinationResult) -> None:
         self.events.append(("row", result))
@@ -60,10 +65,18 @@ def test_every_row_finished_or_failed_reaches_the_sinks_in_plan_order_and_no_sto
         bootstrap=5,
         tracking_uri=f"sqlite:///{store}",
     )
-    outcome = run(request, progress=False, sinks=[sink, saved])
+    outcome = run(request, sinks=[sink, saved])
 
-    kinds = [kind for kind, _ in sink.events]
+    kinds = [kind for kind, _ in sink.events if kind != "fold"]
     assert kinds == ["check", "start", "row", "failed", "row", "finish"]
+    folds = [what for kind, what in sink.events if kind == "fold"]
+    n_folds = len(outcome.split.folds(outcome.cohort))
+    assert n_folds > 1 and len(folds) == 3 * n_folds, "every fold of every row, failed ones included"
+    assert {f: folds.count(f) for f in folds} == {
+        "clinical x coxph": n_folds, "clinical x coxnet[alpha=0.1]": n_folds, "clinical x coxnet[alpha=0.5]": n_folds
+    }  # fmt: skip
+    assert all(kind != "fold" for kind, _ in sink.events[sink.events.index(("row", outcome.results[-1])):]), \
+        "a row is handed on after all of its folds"  # fmt: skip
     rows = [what for kind, what in sink.events if kind in ("row", "failed")]
     assert [r.model.label for r in rows] == ["coxph", "coxnet[alpha=0.1]", "coxnet[alpha=0.5]"]
     assert rows[0] is outcome.results[0] and rows[2] is outcome.results[1]
@@ -90,10 +103,26 @@ def test_a_run_stopped_by_an_error_finishes_its_sinks_as_interrupted(
     sink = ListSink()
     saved = ResultsSink(Baseline(), "test", tmp_path / "results.json")
     with pytest.raises(KeyboardInterrupt):
-        run(RunRequest("gbsg2", models=("coxnet:alpha=0.1",), bootstrap=0), progress=False, sinks=[sink, saved])
-    assert [kind for kind, _ in sink.events] == ["check", "start", "finish"]
+        run(RunRequest("gbsg2", models=("coxnet:alpha=0.1",), bootstrap=0), sinks=[sink, saved])
+    assert [kind for kind, _ in sink.events] == ["check", "start", "finish"]  # no fold finished
     assert sink.events[-1] == ("finish", True)
     assert saved.results is None and not (tmp_path / "results.json").exists(), "an interrupted run writes nothing"
+
+
+def test_the_progress_bar_is_a_sink_and_the_run_is_silent_without_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = RunRequest("gbsg2", models=("coxph", "coxnet:alpha=0.5"), bootstrap=0)
+    run(request, sinks=[ListSink()])
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and quiet.out == "", "no progress sink, no output"
+
+    shown = io.StringIO()
+    outcome = run(request, sinks=[ProgressSink(shown)])
+    n_folds = len(outcome.split.folds(outcome.cohort))
+    last = shown.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("evaluate: 100%") and f" {2 * n_folds}/{2 * n_folds} " in last, last
+    assert any(f"{row}]" in last for row in ("clinical x coxph", "clinical x coxnet[alpha=0.5]")), "names its row"
 
 
 def _imports(path: Path) -> set[str]:

@@ -134,10 +134,10 @@ def check_plan(config: GridConfig) -> list[tuple[str, list[str]]]:
     return [(features.label, [m.label for m in models]) for features, models in plan]
 
 
-def run_grid(config: GridConfig, progress: bool = True, sinks: Sequence[RowSink] = ()) -> RunOutcome:
+def run_grid(config: GridConfig, sinks: Sequence[RowSink] = ()) -> RunOutcome:
     """Check the plan and the baseline row, then run every row, handing each to ``sinks`` (see ``runner.run``)."""
     check_plan(config)
-    return run(config.request, progress=progress, baseline=grid_baseline(config), sinks=sinks)
+    return run(config.request, baseline=grid_baseline(config), sinks=sinks)
 
 
 def grid_baseline(config: GridConfig) -> Baseline:

@@ -3,18 +3,15 @@
 A row's features are one extractor or several joined by ``+`` (late fusion: blocks
 joined by patient, each preprocessed in-fold on its own). Every extractor runs once
 per invocation, however many rows use it. Each finished and each failed row is handed
-to the ``RowSink``s the caller gives (``bench.commands`` wires MLflow tracking, in
-``bench.report.mlflow_sink``): the protocol emits, the report records.
+to the ``RowSink``s the caller gives (``bench.commands`` wires MLflow tracking, the results file
+and the progress output, in ``bench.report``): the protocol emits, the report records.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from tqdm.auto import tqdm
 
 from bench.cache import check_cache_writable
 from bench.data.cohort import Cohort
@@ -128,14 +125,21 @@ class RowSink:
     """Where the runner hands what it computes; each method does nothing unless a sink overrides it.
 
     ``check`` before any work (the cohort is not loaded yet), ``start`` once every input and the cluster
-    are checked and before the first extraction, ``row``/``failed`` for each row in plan order as it
-    comes back, ``finish`` at the end (``interrupted``: the run stopped on an error, raised after).
+    are checked and before the first extraction, ``fold`` as each (row, fold) fit comes back (in any
+    order), ``row``/``failed`` for each row in plan order as it comes back, ``finish`` at the end
+    (``interrupted``: the run stopped on an error, raised after). A sink that ``shows_progress`` turns
+    on the extractors' own progress bars and the cluster's announcement too.
     """
+
+    shows_progress = False
 
     def check(self, request: RunRequest) -> None:
         pass
 
     def start(self, outcome: RunOutcome, plan: list[tuple[Features, list[PluginSpec]]]) -> None:
+        pass
+
+    def fold(self, features: Features, model: PluginSpec) -> None:
         pass
 
     def row(self, result: CombinationResult) -> None:
@@ -148,9 +152,7 @@ class RowSink:
         pass
 
 
-def run(
-    request: RunRequest, progress: bool = True, baseline: Baseline | None = None, sinks: Sequence[RowSink] = ()
-) -> RunOutcome:
+def run(request: RunRequest, baseline: Baseline | None = None, sinks: Sequence[RowSink] = ()) -> RunOutcome:
     """Validate everything first, then extract and evaluate each row, handing each on to ``sinks``.
 
     A row whose learner fails (``ModelError``) is handed on as a ``FailedRow`` and listed in
@@ -191,6 +193,7 @@ def run(
         else None
     )
     outcome = RunOutcome(cohort, split, request, baseline=baseline)
+    progress = any(sink.shows_progress for sink in sinks)
     with open_executor(request.workers, request.scheduler, announce=progress) as executor:
         executor.check(*plan_needs(plan))  # the cluster can run the plan: plugins importable, GPUs offered
         started: list[RowSink] = []
@@ -227,28 +230,23 @@ def _extract_and_fit(
     outcome.weights = {p.label: w.as_dict() for f, _ in plan for p in f.parts if (w := _weights_of(p)) is not None}
     rows = [(features, model) for features, models in plan for model in models]
     fits = row_fits(plan, blocks, request, tuning)
-    bar = tqdm(total=len(rows) * len(split.folds(cohort)), desc="evaluate", unit="fold", disable=not progress,
-               file=sys.stderr)  # fmt: skip
 
     def on_fold(r: int) -> None:
-        bar.set_postfix_str(f"{rows[r][0].label} x {rows[r][1].label}", refresh=False)
-        bar.update()
+        for sink in sinks:
+            sink.fold(*rows[r])
 
-    try:
-        for r, evaluation in fit_rows(executor, cohort, split, fits, on_fold):
-            features, model = rows[r]
-            if isinstance(evaluation, ModelError):  # this row is lost; the others are still handed on
-                evaluation.place(row=str(row_key(features, model, request.tune)))
-                for sink in sinks:
-                    sink.failed(FailedRow(features, model, evaluation))
-                outcome.failures.append(evaluation)
-                continue
-            result = CombinationResult(features, model, evaluation, tuning=tuning)
+    for r, evaluation in fit_rows(executor, cohort, split, fits, on_fold):
+        features, model = rows[r]
+        if isinstance(evaluation, ModelError):  # this row is lost; the others are still handed on
+            evaluation.place(row=str(row_key(features, model, request.tune)))
             for sink in sinks:
-                sink.row(result)
-            outcome.results.append(result)
-    finally:
-        bar.close()
+                sink.failed(FailedRow(features, model, evaluation))
+            outcome.failures.append(evaluation)
+            continue
+        result = CombinationResult(features, model, evaluation, tuning=tuning)
+        for sink in sinks:
+            sink.row(result)
+        outcome.results.append(result)
 
 
 def extract_blocks(
