@@ -29,6 +29,9 @@ class ColumnSpec:
     categories: tuple[str, ...] = ()  # level order for ordinal, known levels for categorical
 
 
+DEFAULT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 11))  # 0.05 to 0.50 by 0.05
+
+
 @dataclass(frozen=True)
 class EvaluationPolicy:
     """Declared once per dataset and applied to every fold, replicate and model."""
@@ -39,6 +42,11 @@ class EvaluationPolicy:
     ibs_points: int = 50  # the integrated Brier score spans [horizons[0], horizons[-1]]
     # What time and event measure ("overall survival", "progression-free survival"): the y-axis of survival figures
     endpoint: str = "survival"
+    # Threshold probabilities of the decision curves (net benefit at each horizon), and the two the page's
+    # calibration table shows
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    table_thresholds: tuple[float, float] = (0.1, 0.2)
+    calibration_horizon: float | None = None  # the page's calibration table; None: the middle horizon
 
     def __post_init__(self) -> None:
         if not self.horizons or list(self.horizons) != sorted(self.horizons) or self.horizons[0] <= 0:
@@ -47,6 +55,23 @@ class EvaluationPolicy:
             raise DataError(f"tau must be positive, got {self.tau}")
         if not isinstance(self.endpoint, str) or not self.endpoint.strip():
             raise DataError(f"the endpoint must be text such as 'overall survival', got {self.endpoint!r}")
+        if not self.thresholds or any(not 0 < p < 1 for p in self.thresholds) or list(self.thresholds) != sorted(
+            set(self.thresholds)
+        ):
+            raise DataError(f"thresholds must be increasing probabilities in (0, 1), got {self.thresholds}")
+        if len(self.table_thresholds) != 2 or not set(self.table_thresholds) <= set(self.thresholds):
+            raise DataError(f"table_thresholds must be two of the thresholds {self.thresholds}, "
+                            f"got {self.table_thresholds}")  # fmt: skip
+        if self.calibration_horizon is not None and self.calibration_horizon not in self.horizons:
+            raise DataError(f"calibration_horizon must be one of the horizons {self.horizons}, "
+                            f"got {self.calibration_horizon}")  # fmt: skip
+
+    @property
+    def calibration_at(self) -> float:
+        """The horizon of the page's calibration table: the declared one, or the middle horizon."""
+        if self.calibration_horizon is not None:
+            return self.calibration_horizon
+        return self.horizons[(len(self.horizons) - 1) // 2]
 
     @property
     def ibs_times(self) -> np.ndarray:

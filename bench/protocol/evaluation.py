@@ -26,6 +26,7 @@ from bench.errors import ModelError, describe_model
 from bench.protocol.preprocessing import FoldPreprocessor
 from bench.protocol.splits import Fold, Split
 from bench.stats.bootstrap import MetricSummary, bootstrap_indices, counts_from_indices, summarise
+from bench.stats.calibration import CalibrationMetrics, calibration_names
 from bench.stats.curves import Curves, FoldCurves, figure_times, fold_curves, risk_groups, risk_thresholds
 from bench.stats.engine import FoldMetrics, metric_names
 from feature_extractors.base import FeatureBlock
@@ -129,18 +130,23 @@ def evaluate_fold(
             risk, survival = _fit_predict(model, X_train, y[fold.train], X_test, policy.ibs_times, fold.key)
         numerical = _numerical(caught)
         train_risk, at_times = _for_figures(model, X_train, X_test, times, fold.key)
-    engine = FoldMetrics(y[fold.train], y[fold.test], risk, survival, policy)
-    values = engine.point()
-    reasons = dict(engine.reasons)  # the point estimates' reasons, as they stand before the bootstrap
+        at_own_time = _at_own_times(model, X_test, cohort.time[fold.test], fold.key) if at_times is not None else None
+    at_horizons = None if at_times is None else at_times[:, [list(times).index(h) for h in policy.horizons]]
+    engines = (
+        FoldMetrics(y[fold.train], y[fold.test], risk, survival, policy),
+        CalibrationMetrics(y[fold.test], at_horizons, at_own_time, policy),
+    )
+    values = {k: v for engine in engines for k, v in engine.point().items()}
+    reasons = {k: v for engine in engines for k, v in engine.reasons.items()}  # the point estimates', as they stand
     counts = replicates = None
     if bootstrap:
         indices = bootstrap_indices(seed, split.sha256, fold.repeat, fold.index, len(fold.test), bootstrap)
         counts = counts_from_indices(indices, len(fold.test))
-        replicates = engine.evaluate(counts)
+        replicates = {k: v for engine in engines for k, v in engine.evaluate(counts).items()}
     thresholds = risk_thresholds(train_risk)
-    at_horizons = {
-        f"survival_at_{h:g}": at_times[:, list(times).index(h)] if at_times is not None else np.nan
-        for h in policy.horizons
+    survival_at = {
+        f"survival_at_{h:g}": at_horizons[:, j] if at_horizons is not None else np.nan
+        for j, h in enumerate(policy.horizons)
     }
     predictions = pd.DataFrame(
         {
@@ -152,7 +158,7 @@ def evaluate_fold(
             "event": cohort.event[fold.test].astype(int),
             "risk": risk,
             "risk_group": risk_groups(risk, thresholds),
-            **at_horizons,
+            **survival_at,
         }
     )
     return FoldResult(
@@ -170,7 +176,7 @@ def evaluate_fold(
 
 def combine(cohort: Cohort, folds: list[FoldResult], bootstrap: int) -> Evaluation:
     """A row from its folds, taken in fold order: the same numbers, to the bit, wherever each fold ran."""
-    names = metric_names(cohort.policy)
+    names = metric_names(cohort.policy) + calibration_names(cohort.policy)
     replicate_sums = {m: np.zeros(bootstrap) for m in names}
     fold_warnings: dict[str, int] = {}
     messages: list[str] = []
@@ -240,6 +246,19 @@ def _for_figures(
         raise ModelError(f"{type(exc).__name__}: {exc}", model=describe_model(model), action="failed to predict",
                          fold=fold) from exc  # fmt: skip
     return train_risk, survival
+
+
+def _at_own_times(model: SurvivalModel, X_test: np.ndarray, time: np.ndarray, fold: str) -> np.ndarray:
+    """Each test patient's predicted survival at its own time, S(T_i | x_i): what D-calibration bins."""
+    unique, position = np.unique(time, return_inverse=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            survival = np.asarray(model.predict_survival_function(X_test, unique), dtype=float)
+    except (ArithmeticError, ValueError) as exc:
+        raise ModelError(f"{type(exc).__name__}: {exc}", model=describe_model(model), action="failed to predict",
+                         fold=fold) from exc  # fmt: skip
+    return survival[np.arange(len(time)), position]
 
 
 def _numerical(caught: list[warnings.WarningMessage]) -> list[str]:
