@@ -33,7 +33,7 @@ def check_dataset(
         source = str(cohort.manifest)
     manifest = read_manifest(source, horizons, tau)
     problems = [str(p) for p in manifest.problems + check_images(manifest, progress=progress)]
-    if manifest.policy is None:
+    if manifest.policy is None and not problems:  # a policy refused for a stated reason is not a missing one
         problems.append("no horizons and tau: declare them in a YAML manifest or pass --horizons and --tau")
     events = int(manifest.table["event"].astype(int).sum()) if not problems else 0
     return CheckReport(source, manifest.path, problems, len(manifest.table), events)

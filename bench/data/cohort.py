@@ -6,6 +6,7 @@ groups several samples of one patient so that splits never separate them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,27 @@ class EvaluationPolicy:
             raise DataError(f"calibration_horizon must be one of the horizons {self.horizons}, "
                             f"got {self.calibration_horizon}")  # fmt: skip
 
+    def declared(self, header: dict) -> EvaluationPolicy:
+        """This policy with a manifest's optional ``thresholds``, ``table_thresholds`` and ``calibration_horizon``."""
+        changes: dict = {}
+        for key in ("thresholds", "table_thresholds"):
+            value = header.get(key)
+            if value is None:
+                continue
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise DataError(f"{key} must be a list of probabilities, e.g. [0.1, 0.2], got {value!r}")
+            try:
+                changes[key] = tuple(float(p) for p in value)
+            except (TypeError, ValueError):
+                raise DataError(f"{key} must be a list of probabilities, e.g. [0.1, 0.2], got {value!r}") from None
+        if header.get("calibration_horizon") is not None:
+            try:
+                changes["calibration_horizon"] = float(header["calibration_horizon"])
+            except (TypeError, ValueError):
+                raise DataError(f"calibration_horizon must be one of the horizons, got "
+                                f"{header['calibration_horizon']!r}") from None  # fmt: skip
+        return dataclasses.replace(self, **changes) if changes else self
+
     @property
     def calibration_at(self) -> float:
         """The horizon of the page's calibration table: the declared one, or the middle horizon."""
@@ -84,6 +106,8 @@ class EvaluationPolicy:
             "tau": _fmt(self.tau),
             "time_unit": self.time_unit,
             "ibs_range": f"{_fmt(self.horizons[0])}-{_fmt(self.horizons[-1])}",
+            "thresholds": ",".join(_fmt(p) for p in self.thresholds),
+            "calibration_horizon": _fmt(self.calibration_at),
         }
 
 

@@ -32,7 +32,8 @@ IMAGES = ("pet", "ct")  # each optional: a study has PET, CT or both (a table wi
 MASK_PREFIX = "mask_"
 # Every key a YAML manifest may have (labels and synthetic: written by bench.data.synthetic, read by nothing here).
 MANIFEST_KEYS = ("format", "name", "description", "endpoint", "table", "time_unit", "horizons", "tau", "pet_units",
-                 "columns", "truth", "labels", "synthetic")  # fmt: skip
+                 "thresholds", "table_thresholds", "calibration_horizon", "columns", "truth", "labels",
+                 "synthetic")  # fmt: skip
 FORMATS = (1,)
 COLUMN_KEYS = ("kind", "categories")
 
@@ -278,7 +279,7 @@ def _policy(header: dict, horizons, tau, path: Path, problems: list[Problem]) ->
         problems.append(Problem(f"{path.name}: horizons must be a list of times, e.g. [365, 730], got {horizons!r}"))
         return None
     try:
-        return EvaluationPolicy(
+        policy = EvaluationPolicy(
             horizons=tuple(float(h) for h in horizons),
             tau=float(tau),
             time_unit=str(header.get("time_unit", "days")),
@@ -286,6 +287,11 @@ def _policy(header: dict, horizons, tau, path: Path, problems: list[Problem]) ->
         )
     except (TypeError, ValueError, DataError) as exc:
         problems.append(Problem(f"{path.name}: bad horizons/tau ({exc})"))
+        return None
+    try:
+        return policy.declared(header)
+    except DataError as exc:
+        problems.append(Problem(f"{path.name}: {exc}"))
         return None
 
 
