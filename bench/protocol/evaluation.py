@@ -106,9 +106,11 @@ def evaluate_fold(
     bootstrap: int = 1000,
     seed: int = 0,
     tune: Callable[[np.ndarray, str], dict] | None = None,
+    calibration: bool = True,
 ) -> FoldResult:
     """One outer fold: tuning, preprocessing and fit on its training part, then metrics, bootstrap replicates and
-    curves on its test part. Depends on nothing but its arguments, so folds can run anywhere in any order."""
+    curves on its test part. Depends on nothing but its arguments, so folds can run anywhere in any order.
+    Without ``calibration`` the calibration and net-benefit metrics are left out (to time what they cost)."""
     policy = cohort.policy
     y = cohort.y
     tuned = None
@@ -130,11 +132,11 @@ def evaluate_fold(
             risk, survival = _fit_predict(model, X_train, y[fold.train], X_test, policy.ibs_times, fold.key)
         numerical = _numerical(caught)
         train_risk, at_times = _for_figures(model, X_train, X_test, times, fold.key)
-        at_own_time = _at_own_times(model, X_test, cohort.time[fold.test], fold.key) if at_times is not None else None
+        own = calibration and at_times is not None
+        at_own_time = _at_own_times(model, X_test, cohort.time[fold.test], fold.key) if own else None
     at_horizons = None if at_times is None else at_times[:, [list(times).index(h) for h in policy.horizons]]
-    engines = (
-        FoldMetrics(y[fold.train], y[fold.test], risk, survival, policy),
-        CalibrationMetrics(y[fold.test], at_horizons, at_own_time, policy),
+    engines = (FoldMetrics(y[fold.train], y[fold.test], risk, survival, policy),) + (
+        (CalibrationMetrics(y[fold.test], at_horizons, at_own_time, policy),) if calibration else ()
     )
     values = {k: v for engine in engines for k, v in engine.point().items()}
     reasons = {k: v for engine in engines for k, v in engine.reasons.items()}  # the point estimates', as they stand
@@ -176,7 +178,7 @@ def evaluate_fold(
 
 def combine(cohort: Cohort, folds: list[FoldResult], bootstrap: int) -> Evaluation:
     """A row from its folds, taken in fold order: the same numbers, to the bit, wherever each fold ran."""
-    names = metric_names(cohort.policy) + calibration_names(cohort.policy)
+    names = [m for m in metric_names(cohort.policy) + calibration_names(cohort.policy) if m in folds[0].values]
     replicate_sums = {m: np.zeros(bootstrap) for m in names}
     fold_warnings: dict[str, int] = {}
     messages: list[str] = []

@@ -32,6 +32,7 @@ class FitSpec:
     seed: int
     bootstrap: int
     tuning: TuningSpec | None = None  # with the row's own study prefix
+    calibration: bool = True  # calibration and net benefit too (off only to time what they cost)
 
     @classmethod
     def of(cls, features: Features, model: PluginSpec, seed: int, bootstrap: int, tuning: TuningSpec | None):
@@ -66,7 +67,7 @@ def fit_fold(
 
     try:
         return evaluate_fold(cohort, split, fold, blocks, model_factory(spec.model, spec.seed), spec.bootstrap,
-                             spec.seed, tune)  # fmt: skip
+                             spec.seed, tune, spec.calibration)  # fmt: skip
     except ModelError as exc:
         return exc
 

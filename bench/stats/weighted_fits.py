@@ -125,6 +125,8 @@ def _cox_step(starts, X, w, beta, deaths, death_x, r, score, info):
                     s2_11 += e * x1 * x1
         d = deaths[g]
         if d > 0:
+            if not s0 > 0:  # every weight underflowed: this beta is far out of range
+                return -np.inf
             mean0 = s1_0 / s0
             loglik += death_x[g, 0] * beta[0] - d * (np.log(s0) + m)
             score[0] += death_x[g, 0] - d * mean0
@@ -198,6 +200,8 @@ def _cox_kernel(time, event, starts, X, weights, max_iterations, tolerance):
                     break
                 for a in range(p):
                     step[a] /= 2.0
+            if not (np.isfinite(new) and new >= loglik - 1e-12 * abs(loglik)):
+                break  # no step along the Newton direction improves: give up on this row
             done = abs(new - loglik) <= tolerance * max(abs(loglik), 1.0)
             beta[:] = candidate
             score[:] = new_score
@@ -238,7 +242,7 @@ def _breslow_kernel(time, event, starts, X, weights, betas, h):
                 if event[i]:
                     d += w[i]
             if d > 0:
-                hazard += d / s0[g]
+                hazard += d / s0[g] if s0[g] > 0 else np.inf
         baseline[b] = hazard
     return baseline, shifts
 

@@ -56,6 +56,11 @@ PAIRS = {
         "fitting_dask_1_worker", "fitting_in_process",
         "every fold of every row on a fresh worker / in a fresh forked child (cluster start, fork's imports not timed)",
     ),
+    "fitting stage: with / without calibration": Pair(
+        "fitting_with_calibration", "fitting_without_calibration",
+        "every fold of every row in a fresh forked child; with: also S(T_i | x_i), O/E, slope, ICI, D-calibration and "
+        "net benefit for every replicate",
+    ),
     "MedSAM2, 2 ROIs: video predictor / direct": Pair(
         "medsam2_video", "medsam2_direct", "same model, volume and masks -> both ROIs' per-slice memory embeddings"
     ),
