@@ -116,6 +116,6 @@ def test_each_row_logs_its_figures(store: str, tmp_path: Path) -> None:
     client, runs = _children(store)
     for run in runs:
         listed = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "figures")}
-        assert listed == {"kaplan_meier.png", "auc.png", "calibration.png", "brier.png"}, listed
+        assert listed == {"kaplan_meier.png", "auc.png", "calibration.png", "brier.png", "decision_curve.png"}, listed
         path = Path(client.download_artifacts(run.info.run_id, "figures/kaplan_meier.png", str(tmp_path)))
         assert path.read_bytes().startswith(b"\x89PNG")

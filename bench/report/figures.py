@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 
 RISK_GROUPS = ("low", "intermediate", "high")  # group codes 0, 1, 2
 _COLOURS = ("#0072B2", "#E69F00", "#B2182B")  # per risk group; told apart without colour vision too
+_SERIES = (("#0072B2", "o"), ("#E69F00", "s"), ("#009E73", "^"), ("#CC79A7", "D"), ("#D55E00", "v"))  # colour, marker
 _MAX_HORIZONS = 4  # calibration panels in one row
 _PER_GROUP = 5  # calibration: at least this many patients per group of predicted survival
 _RC = {
@@ -252,8 +253,10 @@ def _observed_at(time: np.ndarray, event: np.ndarray, horizon: float) -> tuple[f
     return float(survival[at]), float(low[at]), float(high[at])
 
 
-def calibration_figure(horizons, predicted, time, event, title: str, unit: str) -> Figure:
-    """Per horizon h: KM observed survival at h against mean predicted S(h|x), by deciles of prediction."""
+def calibration_figure(horizons, predicted, time, event, title: str, unit: str,
+                       notes: Sequence[str] | None = None) -> Figure:  # fmt: skip
+    """Per horizon h: KM observed survival at h against mean predicted S(h|x), by deciles of prediction; ``notes``
+    (one per horizon, such as the row's calibration slope and ICI) close each panel's title."""
     time, event, _ = _survival(time, event)
     horizons = _vector("horizons", horizons)
     predicted = np.asarray(predicted, dtype=float)
@@ -262,6 +265,8 @@ def calibration_figure(horizons, predicted, time, event, title: str, unit: str) 
     if predicted.shape != (len(time), len(horizons)):
         raise ValueError(f"predicted has shape {predicted.shape} but there are {len(time)} patients (time) and "
                          f"{len(horizons)} horizons; pass an array (n_patients, n_horizons)")  # fmt: skip
+    if notes is not None and len(notes) != len(horizons):
+        raise ValueError(f"notes has {len(notes)} values but there are {len(horizons)} horizons; give one per horizon")
     with _style():
         fig = _figure(0.4 + 3.0 * len(horizons), 4.4)
         fig.suptitle(title)
@@ -282,10 +287,53 @@ def calibration_figure(horizons, predicted, time, event, title: str, unit: str) 
             ax.set(xlim=(0, 1), ylim=(0, 1))
             ax.set_box_aspect(1)
             plural = "" if len(groups) == 1 else "s"
-            ax.set_title(f"h = {horizon:g} {unit}\nn = {len(pred)}, {len(groups)} group{plural}", fontsize=9)
+            note = "" if notes is None else f"\n{notes[j]}"
+            ax.set_title(f"h = {horizon:g} {unit}\nn = {len(pred)}, {len(groups)} group{plural}{note}", fontsize=9)
             ax.set_xlabel("mean predicted S(h)")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("observed S(h), Kaplan-Meier")
+        return fig
+
+
+def decision_curve_figure(thresholds, labels: Sequence[str], net_benefit, lows, highs, treat_all, title: str,
+                          xlabel: str = "threshold probability") -> Figure:  # fmt: skip
+    """Decision curves (Vickers and Elkin 2006): each label's net benefit against the threshold probability with
+    its 95 % band (rows of ``net_benefit``, ``lows``, ``highs``), treat-all's, and treat-none's (0); NaN points are
+    left as gaps. The y-axis ends a little below 0, where treat-all's curve falls out of interest."""
+    thresholds = _vector("thresholds", thresholds)
+    labels = [str(label) for label in labels]
+    if not 1 <= len(labels) <= len(_SERIES):
+        raise ValueError(f"decision_curve_figure draws 1 to {len(_SERIES)} curves, got {len(labels)}; pass fewer")
+    shape = (len(labels), len(thresholds))
+    curves = []
+    for name, values in (("net_benefit", net_benefit), ("lows", lows), ("highs", highs)):
+        array = np.asarray(values, dtype=float)
+        if array.shape != shape:
+            raise ValueError(f"{name} has shape {array.shape}; pass one row per label and one column per threshold, "
+                             f"{shape}")  # fmt: skip
+        curves.append(array)
+    net_benefit, lows, highs = curves
+    treat_all = _vector("treat_all", treat_all, len(thresholds), "thresholds")
+    finite = np.r_[net_benefit.ravel(), highs.ravel(), treat_all]
+    finite = finite[np.isfinite(finite)]
+    top = max(float(finite.max()) if finite.size else 0.0, 0.01) * 1.1
+    with _style():
+        fig = _figure(6.4, 4.4 + 0.2 * math.ceil((len(labels) + 2) / 2))  # the legend's lines below
+        ax = fig.add_subplot()
+        for i, label in enumerate(labels):
+            colour, marker = _SERIES[i]
+            ax.fill_between(thresholds, lows[i], highs[i], color=colour, alpha=0.15, lw=0)
+            ax.plot(thresholds, net_benefit[i], marker=marker, color=colour, lw=1.6, ms=4, label=label)
+        ax.plot(thresholds, treat_all, color="0.35", ls="--", lw=1.2, label="treat all")
+        ax.axhline(0.0, color="0.0", lw=1.0, label="treat none")
+        ax.set(ylim=(-0.15 * top, top), title=title)
+        if len(thresholds) > 1:  # the curves fill the width; a single threshold keeps matplotlib's margins
+            ax.set_xlim(float(thresholds.min()), float(thresholds.max()))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("net benefit")
+        ax.grid(alpha=0.3)
+        # never over the curves; two columns leave room for long row labels
+        fig.legend(loc="outside lower center", ncols=3 if len(labels) == 1 else 2, frameon=False)
         return fig
 
 

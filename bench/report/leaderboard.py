@@ -2,7 +2,8 @@
 
 The protocol is written above the table; rows are ranked by C-index; each is compared
 with the declared baseline entry, found by its key, on the same bootstrap replicates,
-and the page's paired p-values are Holm-adjusted as one family.
+and the page's paired p-values are Holm-adjusted as one family. Below the table, the rows' calibration and
+clinical utility at one horizon (``bench.report.calibration_table``).
 Nothing in the output depends on when or where it was rendered, so the same results
 give the same bytes.
 """
@@ -14,9 +15,12 @@ import math
 from pathlib import Path
 
 from bench.plugins.labels import Baseline, RowKey
+from bench.report.calibration_table import calibration_lines
+from bench.report.cells import fmt, signed, value, with_ci, with_se
 from bench.report.provenance import describe as provenance_text
 from bench.report.results import Results, Row
 from bench.stats.bootstrap import PairedDifference, holm, paired_difference
+from bench.stats.calibration import calibration_names
 from bench.stats.engine import auc_key
 
 
@@ -36,8 +40,8 @@ def leaderboard_path(dataset: str) -> Path:
 def render(results: Results, source: str | None = None, figures: dict[str, str | None] | None = None) -> str:
     """The whole leaderboard page as markdown; ``source`` (default: the results' own) is the command quoted on it.
 
-    ``figures`` names the page's figure files (``forest``, ``km``) and the row the Kaplan-Meier figure
-    shows (``km_row``), as ``bench.report.page`` writes them beside the page.
+    ``figures`` names the page's figure files (``forest``, ``km``, ``decision``) and the row the Kaplan-Meier
+    figure shows (``km_row``), as ``bench.report.page`` writes them beside the page.
     """
     figures = figures or {}
     source = source or results.source
@@ -90,6 +94,7 @@ def render(results: Results, source: str | None = None, figures: dict[str, str |
     if warned:
         lines += ["", "Numerical warnings (the learner warned as it fitted or predicted; read its numbers with care):"]
         lines += ["", *warned]
+    lines += calibration_lines(results, ranked(rows), figures.get("decision"))
     lines += _figure_section(figures)
     return "\n".join(lines) + "\n"
 
@@ -101,6 +106,8 @@ def _figure_links(figures: dict[str, str | None]) -> list[str]:
         links.append(f"[forest plot of every row's difference to the baseline]({figures['forest']})")
     if figures.get("km"):
         links.append(f"[Kaplan-Meier curves of the best non-oracle row by predicted risk tertile]({figures['km']})")
+    if figures.get("decision"):
+        links.append(f"[decision curves of the best rows]({figures['decision']})")
     return [f"Figures: {'; '.join(links)}.", ""] if links else []
 
 
@@ -159,8 +166,9 @@ def _without_baseline(results: Results) -> list[str]:
 
 
 def table_lines(results: Results) -> tuple[list[str], list[str]]:
-    """The ranked result table and the notes on metrics that are n/a."""
+    """The ranked result table and the notes on its metrics that are n/a (the calibration table has its own)."""
     policy, rows, baseline = results.protocol.policy, results.rows, results.baseline
+    calibration = set(calibration_names(policy))
     lines: list[str] = []
     auc_headers = " | ".join(f"td-AUC@{h:g}" for h in policy.horizons)
     lines += [
@@ -176,17 +184,17 @@ def table_lines(results: Results) -> tuple[list[str], list[str]]:
             str(rank),
             row.key.features_label,
             row.key.model_label + (f" ({_warnings(row.warnings)})" if row.warnings else ""),  # flagged, see the notes
-            _with_ci(c),
-            _with_se(c),
+            with_ci(c),
+            with_se(c),
             *_versus(row, _baseline_row(baseline, row, results), compared.get(row.key)),
-            _with_ci(row.metrics.get("uno_c", {})),
-            *(_value(row.metrics.get(auc_key(h), {})) for h in policy.horizons),
-            _value(row.metrics.get("ibs", {})),
+            with_ci(row.metrics.get("uno_c", {})),
+            *(value(row.metrics.get(auc_key(h), {})) for h in policy.horizons),
+            value(row.metrics.get("ibs", {})),
             f"`{row.run_name}`",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-        for metric, reason in sorted(row.reasons.items()):
-            notes.append(f"- {row.key}, {metric}: n/a because {reason}")
+        notes += [f"- {row.key}, {metric}: n/a because {reason}"
+                  for metric, reason in sorted(row.reasons.items()) if metric not in calibration]  # fmt: skip
     if not rows:
         lines.append("| - | (no runs on this split yet) | | | | | | | |" + " |" * len(policy.horizons) + " | |")
     return lines, notes
@@ -235,12 +243,8 @@ def _versus(row: Row, base: Row | None, compared: tuple[PairedDifference, float]
     d, holm_p = compared
     if not math.isfinite(d.difference):
         return "n/a", "-", "-"
-    interval = f" [{_signed(d.ci_low)}, {_signed(d.ci_high)}]" if math.isfinite(d.ci_low) else ""
-    return f"{_signed(d.difference)}{interval}", _fmt(d.p_value), _fmt(holm_p)
-
-
-def _signed(x: float) -> str:
-    return f"{x:+.3f}" if x != 0 else "0.000"
+    interval = f" [{signed(d.ci_low)}, {signed(d.ci_high)}]" if math.isfinite(d.ci_low) else ""
+    return f"{signed(d.difference)}{interval}", fmt(d.p_value), fmt(holm_p)
 
 
 def describe_scheme(scheme: dict) -> str:
@@ -253,26 +257,3 @@ def describe_scheme(scheme: dict) -> str:
     if kind == "holdout":
         return f"holdout, test fraction {scheme['test_fraction']:g}, stratified by event, seed {scheme['seed']}"
     return f"imported from {scheme.get('source', '?')} ({json.dumps(scheme, sort_keys=True)})"
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.3f}" if x is not None and math.isfinite(x) else "n/a"
-
-
-def _value(m: dict) -> str:
-    return _fmt(m.get("mean", math.nan))
-
-
-def _with_ci(m: dict) -> str:
-    mean = m.get("mean", math.nan)
-    if not math.isfinite(mean):
-        return "n/a"
-    low, high = m.get("ci_low", math.nan), m.get("ci_high", math.nan)
-    return f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]" if math.isfinite(low) else _fmt(mean)
-
-
-def _with_se(m: dict) -> str:
-    mean, se = m.get("mean", math.nan), m.get("se", math.nan)
-    if not math.isfinite(mean):
-        return "n/a"
-    return f"{_fmt(mean)} +- {_fmt(se)}" if math.isfinite(se) else _fmt(mean)

@@ -6,7 +6,10 @@ Beside ``<name>.md``:
   Holm-adjusted p, in rank order;
 - ``<name>.km.svg``: the Kaplan-Meier curves of the predicted risk tertiles of the best row whose features
   read no simulated truth (``Row.reads_truth``), the y-axis labelled with the cohort's endpoint (results files
-  made before risk groups were kept have none).
+  made before risk groups were kept have none);
+- ``<name>.decision.svg``: the decision curves at the calibration table's horizon (net benefit against the
+  threshold probability) of the best rows whose features read no simulated truth and of the baseline, with
+  treat-all and treat-none (results files made before calibration was computed have none).
 
 Everything is rendered from the results file alone and byte-identical from one rendering to the next, so
 ``bench leaderboard --check`` verifies the figures as it verifies the page.
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.report.calibration_table import decision_curves
 from bench.report.files import stale_diff, write_atomic
 from bench.report.leaderboard import paired_comparisons, ranked, render
 from bench.report.results import Results, Row
+
 
 def forest_path(page: Path) -> Path:
     return page.with_name(f"{page.stem}.forest.svg")
@@ -26,6 +31,15 @@ def forest_path(page: Path) -> Path:
 
 def kaplan_meier_path(page: Path) -> Path:
     return page.with_name(f"{page.stem}.km.svg")
+
+
+def decision_path(page: Path) -> Path:
+    return page.with_name(f"{page.stem}.decision.svg")
+
+
+def figure_paths(page: Path) -> tuple[Path, ...]:
+    """Every figure a page can have, whether or not this one has it."""
+    return forest_path(page), kaplan_meier_path(page), decision_path(page)
 
 
 def illustrated_row(results: Results) -> Row | None:
@@ -51,10 +65,14 @@ def page_files(results: Results, page: Path, source: str | None = None) -> dict[
             results.protocol.policy.time_unit, results.protocol.policy.endpoint,
         )  # fmt: skip
         files[kaplan_meier_path(page)] = figures.svg_text(figure)
+    decision = decision_figure(results)
+    if decision is not None:
+        files[decision_path(page)] = figures.svg_text(decision)
     links = {
         "forest": forest_path(page).name if forest is not None else None,
         "km": kaplan_meier_path(page).name if row is not None else None,
         "km_row": str(best.key) if best is not None else None,
+        "decision": decision_path(page).name if decision is not None else None,
         "km_missing": "its results file predates risk groups: regenerate it for the figure"
         if best is not None and row is None
         else None,
@@ -88,12 +106,27 @@ def forest_figure(results: Results):
     )  # fmt: skip
 
 
+def decision_figure(results: Results):
+    """The decision curves of the page's calibration table; None when its results have no such table."""
+    from bench.report import figures
+
+    curves = decision_curves(results, ranked(results.rows))
+    if curves is None:
+        return None
+    unit = results.protocol.policy.time_unit
+    return figures.decision_curve_figure(
+        curves.thresholds, curves.labels, curves.mean, curves.low, curves.high, curves.treat_all,
+        f"{results.protocol.dataset}: decision curves at {curves.horizon:g} {unit}",
+        f"threshold probability p (predicted risk at {curves.horizon:g} {unit})",
+    )  # fmt: skip
+
+
 def write_page(results: Results, page: Path, source: str | None = None) -> list[Path]:
     """Write the page and its figures (each atomically); a figure the page no longer has is removed."""
     files = page_files(results, page, source)
     for path, text in files.items():
         write_atomic(path, text)
-    for stale in (forest_path(page), kaplan_meier_path(page)):
+    for stale in figure_paths(page):
         if stale not in files:
             stale.unlink(missing_ok=True)
     return list(files)
@@ -113,7 +146,7 @@ def stale_page(results: Results, page: Path, source: str | None = None) -> list[
             problems.append(f"{path} is missing\n")
         elif path.read_text() != text:
             problems.append(f"{path} differs from the regenerated figure\n")
-    for extra in (forest_path(page), kaplan_meier_path(page)):
+    for extra in figure_paths(page):
         if extra not in files and extra.exists():
             problems.append(f"{extra} is not part of the regenerated page; remove it\n")
     return problems

@@ -5,6 +5,10 @@
 they were computed under; ``bench leaderboard`` renders markdown from such a
 file only, so ``--check`` verifies a committed page without the MLflow store or
 the cohort's images. MLflow receives the same numbers as a sink and a view.
+
+Format 2 (issue 25) adds the policy's decision-curve thresholds, the two the page's calibration table shows
+and its horizon; its rows carry the calibration and net-benefit metrics (``bench.stats.calibration``). Format-1
+files are read as they were written: the policy's defaults, and rows without those metrics.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ if TYPE_CHECKING:
     from bench.protocol.runner import RunOutcome
     from bench.protocol.splits import Split
 
-FORMAT = "prognosis-bench-results/1"
+FORMAT_VERSION = 2
+FORMAT = f"prognosis-bench-results/{FORMAT_VERSION}"
+READABLE = {f"prognosis-bench-results/{version}": version for version in (1, FORMAT_VERSION)}
 REPLICATE_DECIMALS = 6  # enough for 3-decimal CIs; keeps the committed file small
 SIGNIFICANT_DIGITS = 12  # of every stored metric (see _number)
 METRIC_FIELDS = ("mean", "se", "ci_low", "ci_high")
@@ -94,6 +100,8 @@ class Results:
     source: str  # the command that produced them, quoted on the page
     outcomes: Outcomes | None = None  # what the rows' risk groups are drawn against (Kaplan-Meier figure)
     provenance: dict | None = None  # the versions that computed the rows (``bench.report.provenance``)
+    # The format it was read from: a format-1 file's rows were computed before calibration and net benefit
+    format: int = FORMAT_VERSION
 
     @classmethod
     def from_outcome(cls, outcome: RunOutcome, baseline: Baseline, source: str) -> Results:
@@ -148,6 +156,9 @@ class Results:
                     "time_unit": p.policy.time_unit,
                     "ibs_points": p.policy.ibs_points,
                     "endpoint": p.policy.endpoint,
+                    "thresholds": list(p.policy.thresholds),
+                    "table_thresholds": list(p.policy.table_thresholds),
+                    "calibration_horizon": p.policy.calibration_horizon,
                 },
                 "split": {"name": p.split_name, "scheme": p.split_scheme, "sha256": p.split_sha256},
                 **({"fingerprint": p.fingerprint} if p.fingerprint else {}),
@@ -167,10 +178,7 @@ class Results:
     @classmethod
     def from_json(cls, body: dict) -> Results:
         p = body["protocol"]
-        policy = EvaluationPolicy(
-            tuple(p["policy"]["horizons"]), p["policy"]["tau"], p["policy"]["time_unit"], p["policy"]["ibs_points"],
-            str(p["policy"].get("endpoint", EARLIER_ENDPOINT)),
-        )  # fmt: skip
+        policy = _policy_from_json(p["policy"])
         protocol = Protocol(
             p["dataset"], p["description"], p["n"], p["events"], policy,
             p["split"]["name"], p["split"]["scheme"], p["split"]["sha256"], str(p.get("fingerprint", "")),
@@ -184,7 +192,19 @@ class Results:
                 if row.risk_groups and len(row.risk_groups) != len(time):
                     raise ValueError(f"risk_groups of row {row.key} ({len(row.risk_groups)} patients, not {len(time)})")
         baseline = Baseline.from_json(body["baseline"])
-        return cls(protocol, rows, baseline, body["source"], outcomes, body.get("provenance"))
+        version = READABLE.get(body.get("format", FORMAT), FORMAT_VERSION)
+        return cls(protocol, rows, baseline, body["source"], outcomes, body.get("provenance"), version)
+
+
+def _policy_from_json(body: dict) -> EvaluationPolicy:
+    """The evaluation policy of a results file; what a format-1 file has no key for is the policy's default."""
+    declared = {name: tuple(body[name]) for name in ("thresholds", "table_thresholds") if name in body}
+    horizon = body.get("calibration_horizon")
+    return EvaluationPolicy(
+        tuple(body["horizons"]), body["tau"], body["time_unit"], body["ibs_points"],
+        str(body.get("endpoint", EARLIER_ENDPOINT)), calibration_horizon=None if horizon is None else float(horizon),
+        **declared,
+    )  # fmt: skip
 
 
 def save_results(path: Path, results: Results) -> Path:
@@ -201,9 +221,9 @@ def load_results(path: Path) -> Results:
         ) from None
     except (IsADirectoryError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not a results file ({exc}); regenerate it with bench run or bench grid") from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
+    if not isinstance(body, dict) or body.get("format") not in tuple(READABLE):  # a tuple: any JSON value compares
         found = body.get("format") if isinstance(body, dict) else None
-        raise InputError(f"{path} has format {found!r}, expected {FORMAT!r}; regenerate it")
+        raise InputError(f"{path} has format {found!r}, expected {' or '.join(map(repr, READABLE))}; regenerate it")
     try:
         return Results.from_json(body)
     except (KeyError, TypeError, ValueError) as exc:

@@ -3,8 +3,11 @@
 - ``kaplan_meier.png``: Kaplan-Meier curves of the predicted risk tertiles (cut points from each fold's
   training risks), 95 % bands, numbers at risk and the log-rank p;
 - ``auc.png``: cumulative/dynamic AUC(t) over the evaluation window with its bootstrap 95 % band;
-- ``calibration.png``: predicted survival by decile against Kaplan-Meier observed, at each horizon;
-- ``brier.png``: the Brier score over time against the Kaplan-Meier reference.
+- ``calibration.png``: predicted survival by decile against Kaplan-Meier observed, at each horizon, each panel
+  titled with the row's calibration slope and ICI there (fold means, as the page's calibration table);
+- ``brier.png``: the Brier score over time against the Kaplan-Meier reference;
+- ``decision_curve.png``: the row's net benefit against the threshold probability at the page's calibration
+  horizon (``EvaluationPolicy.calibration_at``) with its bootstrap 95 % band, treat-all and treat-none.
 
 Under repeated cross-validation every patient is a test patient once per repeat: the Kaplan-Meier and
 calibration figures use the first repeat, so each patient counts once.
@@ -14,14 +17,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import math
+
 import numpy as np
 
 from bench.report.risk_groups import first_repeat
+from bench.stats.calibration import ici_key, nb_all_key, nb_key, slope_key
 
 if TYPE_CHECKING:
     from bench.data.cohort import EvaluationPolicy
     from bench.plugins.labels import RowKey
     from bench.protocol.evaluation import Evaluation
+    from bench.stats.bootstrap import MetricSummary
+
 
 def calibration_horizons(horizons: tuple[float, ...], most: int = 4) -> tuple[float, ...]:
     """The horizons the calibration figure has a panel for: all of them, or ``most`` spread from first to last."""
@@ -56,10 +64,32 @@ def row_figures(key: RowKey, evaluation: Evaluation, policy: EvaluationPolicy) -
     predicted = first[columns].to_numpy(float) if set(columns) <= set(first.columns) else None
     if predicted is not None and np.isfinite(predicted).any():
         out["calibration.png"] = figures.calibration_figure(
-            np.asarray(horizons, float), predicted, time, event, f"{key}\ncalibration", unit
-        )
+            np.asarray(horizons, float), predicted, time, event, f"{key}\ncalibration", unit,
+            [calibration_note(evaluation, h) for h in horizons],
+        )  # fmt: skip
     if curves is not None and np.isfinite(curves.brier).any():
         out["brier.png"] = figures.brier_figure(
             curves.times, curves.brier, curves.brier_reference, f"{key}\nBrier score over time", unit
         )
+    h = policy.calibration_at
+    net_benefit = [evaluation.metrics.get(nb_key(h, p)) for p in policy.thresholds]
+    if all(s is not None for s in net_benefit) and any(math.isfinite(s.mean) for s in net_benefit):
+        treat_all = [_mean(evaluation.metrics.get(nb_all_key(h, p))) for p in policy.thresholds]
+        out["decision_curve.png"] = figures.decision_curve_figure(
+            policy.thresholds, [str(key)], [[s.mean for s in net_benefit]], [[s.ci_low for s in net_benefit]],
+            [[s.ci_high for s in net_benefit]], treat_all, f"{key}\ndecision curve at {h:g} {unit}",
+            f"threshold probability p (predicted risk at {h:g} {unit})",
+        )  # fmt: skip
     return {name: figures.png_bytes(figure) for name, figure in out.items()}
+
+
+def calibration_note(evaluation: Evaluation, h: float) -> str:
+    """The row's calibration slope and ICI at ``h`` as a calibration panel states them: "slope 0.91, ICI 0.038"."""
+    slope, ici = _mean(evaluation.metrics.get(slope_key(h))), _mean(evaluation.metrics.get(ici_key(h)))
+    slope_text = f"{slope:.2f}" if math.isfinite(slope) else "n/a"
+    ici_text = f"{ici:.3f}" if math.isfinite(ici) else "n/a"
+    return f"slope {slope_text}, ICI {ici_text}"
+
+
+def _mean(summary: MetricSummary | None) -> float:
+    return math.nan if summary is None else summary.mean
