@@ -107,6 +107,7 @@ class EvaluationPolicy:
             "time_unit": self.time_unit,
             "ibs_range": f"{_fmt(self.horizons[0])}-{_fmt(self.horizons[-1])}",
             "thresholds": ",".join(_fmt(p) for p in self.thresholds),
+            "table_thresholds": ",".join(_fmt(p) for p in self.table_thresholds),
             "calibration_horizon": _fmt(self.calibration_at),
         }
 

@@ -7,8 +7,7 @@ replicate (``bench.stats.calibration`` computes them). Under the table: treat-al
 every row), treat-none's (0 by definition), how to read them, the decision curves (``decision_curves``, drawn
 beside the page by ``bench.report.page``) and the table's n/a notes.
 
-Results computed before these metrics get no table; a format-2 file says why in one line. A format-1 file says
-nothing, so that the pages rendered from format-1 files stay byte-identical to what they were.
+Results computed before these metrics get no table, and one line says why.
 """
 
 from __future__ import annotations
@@ -46,8 +45,9 @@ def calibration_lines(results: Results, rows: list[Row], figure: str | None = No
         return []
     missing = lacking(results)
     if missing:
-        if results.format < 2:  # see the module's docstring
-            return []
+        if results.format < 2:
+            return ["", "Calibration and clinical utility: not in this results file (format 1, written before they "
+                    "were computed); regenerate it with the command above."]  # fmt: skip
         named = ", ".join(str(row.key) for row in missing[:3]) + (", ..." if len(missing) > 3 else "")
         return ["", f"Calibration and clinical utility: not in these results for {len(missing)} of {len(rows)} "
                 f"rows ({named}: computed before they were); regenerate them with the command above."]  # fmt: skip

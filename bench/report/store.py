@@ -148,6 +148,12 @@ def _protocol(run: StoredRun) -> Protocol:
         policy = EvaluationPolicy(
             tuple(float(h) for h in p["policy.horizons"].split(",")), float(p["policy.tau"]), p["policy.time_unit"]
         )
+        if "policy.thresholds" in p:  # runs recorded before calibration have the defaults
+            policy = policy.declared({
+                "thresholds": p["policy.thresholds"].split(","),
+                "table_thresholds": p["policy.table_thresholds"].split(","),
+                "calibration_horizon": p.get("policy.calibration_horizon"),
+            })  # fmt: skip
         fingerprint = run.fingerprint if run.fingerprint != UNKNOWN else ""
         return Protocol(
             p["dataset"], p.get("description", ""), int(p["n"]), int(p["events"]), policy,

@@ -20,18 +20,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
-from numba import njit
 
-from bench.cache import tools_dir
 from bench.data.cohort import EvaluationPolicy
-
-# Numba caches compiled code beside the source unless told otherwise ($NUMBA_CACHE_DIR); an installed
-# package is never written to, so the compiled sweeps go to the user's cache folder (not the feature
-# cache: that one holds data, and a run on bad input must leave it empty).
-if not numba.config.CACHE_DIR:
-    numba.config.CACHE_DIR = str(tools_dir() / "numba")
+from bench.stats.compiled import njit  # caches in the user's cache folder, never in the installed package
 
 TIED_TOL = 1e-8  # scikit-survival's tolerance for tied risk scores
 

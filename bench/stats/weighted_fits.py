@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+
+from bench.stats.compiled import njit  # caches in the user's cache folder, never in the installed package
 
 MAX_ITERATIONS = 50
 TOLERANCE = 1e-10  # Newton stops once the log partial likelihood changes by less than this, relatively
