@@ -37,11 +37,13 @@ demo: install
 	@echo
 	@echo "Browse every run in the MLflow UI:  $(BIN)/bench ui"
 
-# Every learner on the clinical covariates of GBSG2, each compared with the Cox model on the same
-# bootstrap replicates: the results file leaderboards/gbsg2.json, then the page rendered from it.
+# Every built-in learner on the clinical covariates of GBSG2, each compared with the Cox model on the same
+# bootstrap replicates: the results file leaderboards/gbsg2.json, then the page rendered from it. The learners
+# are named, not `all`: that would take in any plugin package installed beside (the test fixtures' too).
 GBSG2_BASELINE := --baseline clinical --baseline-model coxph
+GBSG2_MODELS := coxph coxnet rsf gbsa deepsurv
 gbsg2: install
-	$(BIN)/bench run --dataset gbsg2 --extractor clinical --model all --bootstrap 1000 --seed 0 $(GBSG2_BASELINE) \
+	$(BIN)/bench run --dataset gbsg2 --extractor clinical --model $(GBSG2_MODELS) --bootstrap 1000 --seed 0 $(GBSG2_BASELINE) \
 		--results leaderboards/gbsg2.json
 	$(BIN)/bench leaderboard --dataset gbsg2
 

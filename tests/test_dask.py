@@ -42,7 +42,7 @@ rows: [clinical, rad]
 baseline: {extractor: clinical, model: "coxph:alpha=1"}
 leaderboard: board.md
 """
-OUTPUTS = ("board.md", "board.json", "board.forest.svg", "board.km.svg")
+OUTPUTS = ("board.md", "board.json", "board.forest.svg", "board.km.svg", "board.decision.svg")
 COMPUTED = re.compile(r"bench\.extract - INFO - radiomics: computed (\S+) in [\d.]+ s, (cached|sent to the client)")
 
 

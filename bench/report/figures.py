@@ -318,7 +318,8 @@ def decision_curve_figure(thresholds, labels: Sequence[str], net_benefit, lows, 
     finite = finite[np.isfinite(finite)]
     top = max(float(finite.max()) if finite.size else 0.0, 0.01) * 1.1
     with _style():
-        fig = _figure(6.4, 4.4 + 0.2 * math.ceil((len(labels) + 2) / 2))  # the legend's lines below
+        columns = 3 if len(labels) == 1 else 1 if max(len(label) for label in labels) > 40 else 2
+        fig = _figure(6.4, 4.4 + 0.2 * math.ceil((len(labels) + 2) / columns))  # the legend's lines below
         ax = fig.add_subplot()
         for i, label in enumerate(labels):
             colour, marker = _SERIES[i]
@@ -332,8 +333,8 @@ def decision_curve_figure(thresholds, labels: Sequence[str], net_benefit, lows, 
         ax.set_xlabel(xlabel)
         ax.set_ylabel("net benefit")
         ax.grid(alpha=0.3)
-        # never over the curves; two columns leave room for long row labels
-        fig.legend(loc="outside lower center", ncols=3 if len(labels) == 1 else 2, frameon=False)
+        # never over the curves; long row labels get a line each
+        fig.legend(loc="outside lower center", ncols=columns, frameon=False)
         return fig
 
 
