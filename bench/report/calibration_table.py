@@ -73,9 +73,10 @@ def calibration_lines(results: Results, rows: list[Row], figure: str | None = No
         f"Treat-all (everyone treated): net benefit {everyone[0]} at p = {p1:g} and {everyone[1]} at p = {p2:g}, "
         "the same for every row; treat-none: 0. "
         f"An O/E and a slope of 1 mean calibrated risks at {h:g} {unit} (O/E above 1: more events than predicted; "
-        "slope below 1: predictions too extreme); a smaller ICI is closer to the observed risk; a small D-cal p "
-        "questions the predicted survival curves over all times; a positive `vs treat-all` means the model beats "
-        "treating everyone at that threshold probability p.",
+        "slope below 1: predictions too extreme); a smaller ICI is closer to the observed risk (its bootstrap "
+        "interval often lies above it: a resample repeats patients, which the smoother takes for structure); a "
+        "small D-cal p questions the predicted survival curves over all times; a positive `vs treat-all` means the "
+        "model beats treating everyone at that threshold probability p.",
     ]  # fmt: skip
     if figure:
         lines += ["", f"Decision curves at {h:g} {unit} of the best rows whose features read no simulated truth and "
