@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "validate-statistics",
-        help="simulation study: CI coverage, paired-test type-I error, power and family-wise error "
+        help="simulation study: CI coverage, paired-test type-I error, power, family-wise error and calibration "
         "(writes docs/statistics.md)",
     )
     p.add_argument("--simulations", type=int, default=2000, help="cohorts for coverage and type-I error (2000)")
@@ -165,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--null-rows", type=int, default=10, help="rows per cohort compared with the baseline, each as good as it (10)"
     )
     p.add_argument("--n", type=int, default=200, help="test patients per cohort (200)")
+    p.add_argument(
+        "--calibration-simulations", type=int, default=1000, help="cohorts for the O/E and slope intervals (1000)"
+    )
+    p.add_argument("--calibration-n", type=int, default=500, help="test patients per calibration cohort (500)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="replicates per cohort (1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the markdown report here, e.g. docs/statistics.md")

@@ -349,6 +349,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def cmd_validate_statistics(args: argparse.Namespace) -> int:
     from bench.report.files import write_atomic
+    from bench.stats.calibration_validity import render_calibration, run_calibration_study
     from bench.stats.validity import StudyConfig, render_report, run_study
 
     _check_outputs(("--out", args.out), ("--output-json", args.output_json))
@@ -360,14 +361,18 @@ def cmd_validate_statistics(args: argparse.Namespace) -> int:
         n=args.n,
         bootstrap=args.bootstrap,
         seed=args.seed,
+        calibration_simulations=args.calibration_simulations,
+        calibration_n=args.calibration_n,
     )
     report = run_study(config, progress=not args.quiet)
-    text = render_report(report)
+    calibration = run_calibration_study(config, progress=not args.quiet)
+    text = render_report(report) + render_calibration(calibration)
     print(text, end="")
     if args.out:
         write_atomic(args.out, text)
     if args.output_json:
-        write_atomic(args.output_json, json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n")
+        numbers = {**report.as_dict(), "calibration": calibration.as_dict()}
+        write_atomic(args.output_json, json.dumps(numbers, indent=1, sort_keys=True) + "\n")
     return 0
 
 

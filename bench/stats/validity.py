@@ -51,6 +51,8 @@ class StudyConfig:
     seed: int = 0
     fwer_simulations: int = 1000  # cohorts for the family-wise error
     null_rows: int = 10  # rows per cohort compared with the baseline, each as good as it
+    calibration_simulations: int = 1000  # cohorts for O/E and slope (bench.stats.calibration_validity)
+    calibration_n: int = 500  # test patients per calibration cohort
 
     def __post_init__(self) -> None:
         counts = (self.simulations, self.power_simulations, self.bootstrap, self.fwer_simulations, self.null_rows)
@@ -59,6 +61,12 @@ class StudyConfig:
                 "--simulations, --power-simulations, --fwer-simulations, --null-rows and --bootstrap must be "
                 f"positive and --n at least 10 (got {counts[0]}, {counts[1]}, {counts[3]}, {counts[4]}, "
                 f"{counts[2]} and {self.n})"
+            )
+        # below 50 patients, replicates without follow-up to the horizon or with too few events become common
+        if self.calibration_simulations < 1 or self.calibration_n < 50:
+            raise UsageError(
+                "--calibration-simulations must be positive and --calibration-n at least 50 "
+                f"(got {self.calibration_simulations} and {self.calibration_n})"
             )
 
 
