@@ -59,7 +59,7 @@ test: install
 bench: install
 	$(BIN)/python -m pytest tests/benchmarks -o addopts="-ra"
 
-# The simulation study behind docs/statistics.md (a few minutes).
+# The simulation study behind docs/statistics.md (about 6 minutes on 2 cores, two thirds of it calibration).
 validate: install
 	$(BIN)/bench validate-statistics --out docs/statistics.md
 

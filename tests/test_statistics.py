@@ -42,7 +42,7 @@ def test_reduced_validity_study_through_the_cli(tmp_path: Path) -> None:
     doc = tmp_path / "statistics.md"
     result = run_cli(
         "validate-statistics", "--simulations", "300", "--power-simulations", "150", "--fwer-simulations", "100",
-        "--bootstrap", "400",
+        "--calibration-simulations", "100", "--bootstrap", "400",
         "--seed", "1", "--quiet", "--out", str(doc), "--output-json", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
