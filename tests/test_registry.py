@@ -24,7 +24,9 @@ def _fake_distribution(root: Path, entry_points: str) -> dict[str, str]:
 
 
 def test_built_ins_are_registered_through_entry_points() -> None:
-    assert MODELS.names() == ["coxnet", "coxph", "deepsurv", "gbsa", "rsf"]
+    built_in = [e.name for e in MODELS.entries() if e.distribution == "prognosis-bench"]
+    assert built_in == ["coxnet", "coxph", "deepsurv", "gbsa", "rsf"]
+    assert "miscalibrated_cox" in MODELS.names(), "an outside package's learner too (tests/fixtures)"
     assert {"gbsg2", "whas500", "veterans", "flchain"} <= set(DATASETS.names())
     assert {"clinical", "radiomics", "resnet3d", "medsam2_memory"} <= set(EXTRACTORS.names())
     assert MODELS.entry("rsf").distribution == "prognosis-bench"
@@ -47,7 +49,7 @@ def test_unknown_name_lists_the_choices() -> None:
     with pytest.raises(UnknownNameError) as info:
         MODELS.load("cox")
     assert "unknown model 'cox'" in str(info.value)
-    assert "coxnet, coxph, deepsurv, gbsa, rsf" in str(info.value)
+    assert "valid models: coxnet, coxph, deepsurv, gbsa, miscalibrated_cox, rsf" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,15 @@ from bench.plugins.weights import used_weights
 from bench.protocol.runner import CombinationResult, FailedRow, RowSink, RunOutcome, RunRequest, row_key
 from bench.report.describe import dataset_input, experiment_description, run_note
 from bench.report.row_figures import row_figures
-from bench.report.tracking import FINGERPRINT_TAG, NOTE_TAG, Tracker, check_tracking_uri, dumps, open_store
+from bench.report.tracking import (
+    BRIEF_METRICS,
+    FINGERPRINT_TAG,
+    NOTE_TAG,
+    Tracker,
+    check_tracking_uri,
+    dumps,
+    open_store,
+)
 
 if TYPE_CHECKING:
     from bench.data.cohort import Cohort
@@ -189,8 +197,9 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
     }
     if evaluation.tuned:
         artifacts["tuning.json"] = dumps(evaluation.tuned)
-    if not evaluation.replicates.empty:
-        artifacts["bootstrap_replicates.csv"] = evaluation.replicates.to_csv(index_label="replicate")
+    if not evaluation.replicates.empty:  # the net-benefit grid's replicates left out: B x 90 numbers no view reads
+        kept = [m for m in evaluation.replicates.columns if not m.startswith(BRIEF_METRICS)]
+        artifacts["bootstrap_replicates.csv"] = evaluation.replicates[kept].to_csv(index_label="replicate")
     histories = {}
     if evaluation.curves is not None:  # AUC(t), step = time in the cohort's unit: MLflow draws the curve
         curves = evaluation.curves

@@ -37,6 +37,9 @@ FINGERPRINT_TAG = "bench.fingerprint"  # on a combination's run: the cohort's co
 # tells that process from a later one that was given the same PID.
 HOST_TAG, PID_TAG, PROCESS_START_TAG = "bench.host", "bench.pid", "bench.process_start"
 # Stores MLflow can track to (a database, a tracking server); "+driver" and the file store aside.
+# Metrics logged as mean and CI only, without SE and per-fold values: the net benefit at every horizon and threshold
+# (three metrics each) would otherwise be most of a run's metric rows, and the page reads none of those extras.
+BRIEF_METRICS = ("net_benefit_",)
 SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc", "uc", "file")
 
 
@@ -377,10 +380,11 @@ class Tracker:
         for name, points in (histories or {}).items():
             batch += [Metric(name, float(value), timestamp, int(step)) for step, value in points]
         for name, summary in metrics.items():
-            for field in ("mean", "se", "ci_low", "ci_high"):
+            brief = name.startswith(BRIEF_METRICS)
+            for field in ("mean", "ci_low", "ci_high") if brief else ("mean", "se", "ci_low", "ci_high"):
                 key = name if field == "mean" else f"{name}_{field}"
                 batch.append(Metric(key, _finite_or_nan(summary[field]), timestamp, 0))
-            for step, value in enumerate(summary["per_fold"]):
+            for step, value in enumerate([] if brief else summary["per_fold"]):
                 batch.append(Metric(f"{name}_fold", _finite_or_nan(value), timestamp, step))
         for start in range(0, len(batch), 900):
             self.client.log_batch(run_id, metrics=batch[start : start + 900])
