@@ -33,7 +33,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from bench.data.cohort import EvaluationPolicy
-from bench.stats.weighted_fits import breslow_cumulative_hazard, cox_fit, kaplan_meier_at
+from bench.stats.weighted_fits import CoxFit, breslow_cumulative_hazard, cox_fit, kaplan_meier_at
 
 CLIP = 1e-10  # predicted risks are kept inside (0, 1) so that cloglog is finite, as lifelines does
 DCAL_BINS = 10
@@ -101,25 +101,33 @@ def smoother_design(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IntegratedCalibration:
-    """ICI, E50 and E90 per replicate, and each patient's smoothed observed risk (B, n)."""
+    """ICI, E50 and E90 per replicate, each patient's smoothed observed risk (B, n), and the smoother: its design
+    and Cox fit (which another horizon's predictions may share, see ``integrated_calibration``)."""
 
     ici: np.ndarray
     e50: np.ndarray
     e90: np.ndarray
     observed: np.ndarray
+    smoother: tuple[np.ndarray, CoxFit]
 
 
 def integrated_calibration(
     time: np.ndarray, event: np.ndarray, risk: np.ndarray, h: float, weights: np.ndarray | None = None,
-    quantiles: bool = True,
+    quantiles: bool = True, smoother: tuple[np.ndarray, CoxFit] | None = None,
 ) -> IntegratedCalibration:
     """ICI, E50 and E90 of predicted risks at ``h`` (Austin, Harrell and van Klaveren 2020), per row of weights
-    (E50 and E90 NaN without ``quantiles``)."""
+    (E50 and E90 NaN without ``quantiles``).
+
+    ``smoother``: the design and fit of predictions whose cloglog differs from this ``risk``'s by a constant (a
+    proportional-hazards learner's at another horizon). The spline's knots move with the constant and a Cox model
+    absorbs it in its baseline, so the smoothed risk at ``h`` is the same, without fitting again."""
     time, event = np.asarray(time, dtype=float), np.asarray(event, dtype=bool)
     risk = np.clip(np.asarray(risk, dtype=float), CLIP, 1.0 - CLIP)
     weights = np.ones((1, len(time))) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float))
-    X = smoother_design(cloglog(risk))
-    fit = cox_fit(time, event, X, weights)
+    if smoother is None:
+        X = smoother_design(cloglog(risk))
+        smoother = (X, cox_fit(time, event, X, weights))
+    X, fit = smoother
     observed = -np.expm1(-breslow_cumulative_hazard(time, event, X, weights, fit.beta, h))
     delta = np.abs(observed - risk[None, :])
     total = weights.sum(axis=1)
@@ -129,7 +137,7 @@ def integrated_calibration(
     ok = fit.converged & (last >= h)
     e50, e90 = (_weighted_quantile(delta, weights, q) if quantiles else np.full(len(weights), np.nan) for q in (0.5, 0.9))
     return IntegratedCalibration(np.where(ok, ici, np.nan), np.where(ok, e50, np.nan), np.where(ok, e90, np.nan),
-                                 observed)  # fmt: skip
+                                 observed, smoother)  # fmt: skip
 
 
 def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> np.ndarray:
@@ -238,18 +246,26 @@ class CalibrationMetrics:
             return {name: np.full(len(counts), np.nan) for name in self.names}
         out: dict[str, np.ndarray] = {}
         total = counts.sum(axis=1)
+        first = None  # the first horizon's cloglog, slope and smoother: shared by its shifts (see _shift_of)
         for j, h in enumerate(self.policy.horizons):
             risk = self.risks[:, j]
             observed = 1.0 - kaplan_meier_at(self.time, self.event, counts, h)
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[oe_key(h)] = observed / ((counts @ risk) / total)
             x = cloglog(risk)
-            if np.ptp(x) > 0:
+            shifted = first is not None and _shift_of(x, first[0])
+            if shifted:  # a proportional-hazards learner: the same slope, the same smoother, at every horizon
+                out[slope_key(h)] = first[1]
+            elif np.ptp(x) > 0:
                 fit = cox_fit(self.time, self.event, x[:, None], counts)
                 out[slope_key(h)] = np.where(fit.converged, fit.beta[:, 0], np.nan)
             else:
                 out[slope_key(h)] = np.full(len(counts), np.nan)
-            out[ici_key(h)] = integrated_calibration(self.time, self.event, risk, h, counts, quantiles=False).ici
+            ici = integrated_calibration(self.time, self.event, risk, h, counts, quantiles=False,
+                                         smoother=first[2] if shifted else None)  # fmt: skip
+            out[ici_key(h)] = ici.ici
+            if first is None:
+                first = (x, out[slope_key(h)], ici.smoother)
             model, everyone = net_benefit(self.time, self.event, risk, h, self.policy.thresholds, counts)
             for k, p in enumerate(self.policy.thresholds):
                 out[nb_key(h, p)] = model[:, k]
@@ -276,6 +292,15 @@ class CalibrationMetrics:
         if name.startswith("cal_slope") and np.ptp(cloglog(self.risks[:, j])) == 0:
             return f"every test patient has the same predicted survival at {horizon:g}: no slope"
         return "the Cox fit did not converge (the outcome is perfectly ordered by the prediction)"
+
+
+def _shift_of(x: np.ndarray, reference: np.ndarray) -> bool:
+    """Whether ``x`` is ``reference`` plus a constant (to 1e-9 of its spread), no value at the clipping bound."""
+    difference = x - reference
+    scale = max(float(np.ptp(reference)), 1.0)
+    bounds = cloglog(np.array([CLIP, 1.0 - CLIP]))
+    clipped = np.isin(x, bounds).any() or np.isin(reference, bounds).any()
+    return not clipped and float(np.ptp(difference)) <= 1e-9 * scale
 
 
 def _horizon_of(name: str, policy: EvaluationPolicy) -> tuple[float, float | None]:

@@ -144,7 +144,7 @@ def _cox_step(starts, X, w, beta, deaths, death_x, r, score, info):
 
 
 @njit(cache=True)
-def _cox_kernel(time, event, starts, X, weights, max_iterations, tolerance):
+def _cox_kernel(time, event, starts, X, weights, start, max_iterations, tolerance):
     """Newton-Raphson with step halving of the Breslow partial likelihood, one fit per row of ``weights``; p is 1
     or 2. A fit stops when an accepted step changes the log likelihood by at most ``tolerance`` (relative), and
     fails when the information vanishes (monotone likelihood: no finite maximum) or the steps run out."""
@@ -178,7 +178,7 @@ def _cox_kernel(time, event, starts, X, weights, max_iterations, tolerance):
                         death_x[g, a] += w[i] * X[i, a]
         if not any_death:
             continue
-        beta[:] = 0.0
+        beta[:] = start
         loglik = _cox_step(starts, X, w, beta, deaths, death_x, r, score, info)
         first_det = -1.0
         for _ in range(max_iterations):
@@ -266,14 +266,19 @@ def _prepared(time, event, X, weights):
 
 def cox_fit(time: np.ndarray, event: np.ndarray, X: np.ndarray, weights: np.ndarray) -> CoxFit:
     """Cox partial-likelihood fits (Breslow ties) of covariates ``X`` (n, p <= 2), one per row of frequency
-    ``weights`` (B, n), by Newton-Raphson with step halving; a row whose fit does not converge (monotone
-    likelihood, no event) has ``converged`` False."""
+    ``weights`` (B, n), by Newton-Raphson with step halving, each row from the fit of every patient once (the
+    maximum does not depend on the start); a row whose fit does not converge (monotone likelihood, no event) has
+    ``converged`` False."""
     t, e, starts, X, weights, _ = _prepared(time, event, X, weights)
     if X.shape[1] > 2:
         raise ValueError("cox_fit takes at most 2 covariates")
     if X.shape[1] == 0:
         return CoxFit(np.zeros((len(weights), 0)), (weights * e).sum(axis=1) > 0)
-    beta, converged = _cox_kernel(t, e, starts, X, weights, MAX_ITERATIONS, TOLERANCE)
+    start = np.zeros(X.shape[1])
+    if len(weights) > 1:  # the replicates start from the fit of every patient once: fewer Newton steps each
+        whole, ok = _cox_kernel(t, e, starts, X, np.ones((1, len(t))), start, MAX_ITERATIONS, TOLERANCE)
+        start = whole[0] if ok[0] else start
+    beta, converged = _cox_kernel(t, e, starts, X, weights, start, MAX_ITERATIONS, TOLERANCE)
     return CoxFit(beta, converged)
 
 
@@ -287,4 +292,5 @@ def breslow_cumulative_hazard(
     baseline, shifts = _breslow_kernel(t, e, starts, Xs, ws, beta, float(h))
     X = np.asarray(X, dtype=float).reshape(len(time), -1)
     eta = beta @ X.T if X.shape[1] else np.zeros((len(ws), len(time)))
-    return baseline[:, None] * np.exp(eta - shifts[:, None])
+    with np.errstate(over="ignore", invalid="ignore"):  # a fit that diverged: its row is not used
+        return baseline[:, None] * np.exp(eta - shifts[:, None])
