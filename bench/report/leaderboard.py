@@ -70,7 +70,7 @@ def render(results: Results, source: str | None = None, figures: dict[str, str |
         f"| IBS | integrated Brier score over [{lo:g}, {hi:g}] {unit}, {policy.ibs_points} points |",
         f"| bootstrap | B = {bootstraps} resamples of test patients within each fold, seed {seeds}; "
         "95 % percentile CI of the fold mean |",
-        "| headline | mean over folds; +- is the standard error across folds (the paper's form) |",
+        _headline_line(protocol.split_scheme),
         f"| baseline | {baseline.describe()}: C-index difference on the same bootstrap replicates (paired), "
         "95 % percentile CI and two-sided bootstrap p-value |",
         _multiplicity_line(results),
@@ -140,6 +140,28 @@ def _multiplicity_line(results: Results) -> str:
     )
 
 
+SINGLE_TEST_SET = "single test set: the interval is the bootstrap CI of the test set; no SE across folds"
+
+
+def single_test_set(scheme: dict) -> bool:
+    """Whether a split scheme tests on one fold only (a holdout without repeats), so there is no SE across folds."""
+    if scheme.get("type") == "holdout":
+        return scheme.get("repeats", 1) == 1
+    return scheme.get("type") == "imported" and scheme.get("kind") == "holdout"
+
+
+def _headline_line(scheme: dict) -> str:
+    """The protocol row saying what the headline and its +- are: a one-fold split has no SE, said plainly."""
+    if single_test_set(scheme):
+        return f"| headline | the test set's C-index; {SINGLE_TEST_SET} |"
+    return "| headline | mean over folds; +- is the standard error across folds (the paper's form) |"
+
+
+def _single_cell(c: dict) -> str:
+    """The ``C-index +- SE`` cell of a one-fold split: the number with the reason it has no SE, never bare."""
+    return "n/a" if not math.isfinite(c.get("mean", math.nan)) else f"{fmt(c['mean'])} ({SINGLE_TEST_SET})"
+
+
 def _fingerprint_line(fingerprint: str) -> list[str]:
     """The protocol row naming the data (none for results files made before fingerprints were kept)."""
     if not fingerprint:
@@ -185,7 +207,7 @@ def table_lines(results: Results) -> tuple[list[str], list[str]]:
             row.key.features_label,
             row.key.model_label + (f" ({_warnings(row.warnings)})" if row.warnings else ""),  # flagged, see the notes
             with_ci(c),
-            with_se(c),
+            with_se(c) if not single_test_set(results.protocol.split_scheme) else _single_cell(c),
             *_versus(row, _baseline_row(baseline, row, results), compared.get(row.key)),
             with_ci(row.metrics.get("uno_c", {})),
             *(value(row.metrics.get(auc_key(h), {})) for h in policy.horizons),
