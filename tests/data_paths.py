@@ -15,6 +15,7 @@ STS_NIFTI = STS / "nifti"  # STS_0NN/{PET,CT}_{image,mask}.nii.gz
 STS_DICOM = STS / "dicom"  # STS_0NN/PET/*.dcm
 STS_WITH_CT = ("STS_008", "STS_019", "STS_025", "STS_042")  # the four patients of the set that have a CT
 TOTALSEG = DATA / "totalseg_example"  # TotalSegmentator's abdominal CT, its segmentation, and a DICOM CT series
+DEEPSURV = DATA / "deepsurv_2018"  # the DeepSurv paper's four HDF5 cohorts; $BENCH_DATA_DIR=DATA finds them
 
 
 def listed_files() -> dict[str, str]:
