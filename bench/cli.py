@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", type=Path, metavar="GRID.yaml", help="also list the rows of this grid config that cannot run here"
     )
+    p.add_argument("--split", metavar="NAME", help="also verify this split and warn when it leaks (identical rows "
+                   "on both sides)")  # fmt: skip
     _policy_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = data.add_parser("show", help="PET and CT maximum-intensity projections of one patient with ROI outlines")

@@ -284,19 +284,22 @@ def _leaderboard_from_store(args: argparse.Namespace, page: Path) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
-    from bench.protocol.splits import find_split, import_split, load_split, make_split, save_split
+    from bench.protocol.splits import find_split, import_split, leakage_warning, load_split, make_split, save_split
 
     cohort = _cohort(args)
     if args.splits_command == "verify":
         split = load_split(cohort, args.name or cohort.default_split)
         print(f"{find_split(cohort.name, split.name)}: ok (sha256 {split.sha256[:16]}, {cohort.n} samples)")
-        return 0
-    if args.splits_command == "make":
-        split = make_split(cohort, args.name, args.folds, args.repeats, args.seed, args.holdout)
     else:
-        split = import_split(cohort, args.file, args.name or args.file.stem)
-    path = save_split(split, overwrite=args.force)
-    print(f"wrote {path} (sha256 {split.sha256[:16]})")
+        if args.splits_command == "make":
+            split = make_split(cohort, args.name, args.folds, args.repeats, args.seed, args.holdout)
+        else:
+            split = import_split(cohort, args.file, args.name or args.file.stem)
+        path = save_split(split, overwrite=args.force)
+        print(f"wrote {path} (sha256 {split.sha256[:16]})")
+    leak = leakage_warning(split, cohort)
+    if leak:
+        print(leak, file=sys.stderr)
     return 0
 
 
@@ -315,6 +318,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         from bench.data.check import check_dataset
 
         report = check_dataset(args.manifest, args.horizons, args.tau, progress=not args.quiet)
+        if args.split is not None and report.ok:
+            _check_split_leakage(args)
         if args.config is not None and report.ok:
             from bench.protocol.grid import unrunnable_rows
 
@@ -334,6 +339,17 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     print(f"wrote {show_patient(_cohort(args), args.patient, args.roi, args.out)}")
     return 0
+
+
+def _check_split_leakage(args: argparse.Namespace) -> None:
+    """``bench data check --split NAME``: the split is verified against the cohort, and any leak said in one line."""
+    from bench.data.datasets import load_cohort
+    from bench.protocol.splits import leakage_warning, load_split
+
+    cohort = load_cohort(args.manifest, args.horizons, args.tau)
+    leak = leakage_warning(load_split(cohort, args.split), cohort)
+    if leak:
+        print(leak, file=sys.stderr)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:

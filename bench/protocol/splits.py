@@ -336,3 +336,22 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
             raise SplitError(f"key {key!r} appears twice in the split file (a patient assigned twice?)")
         seen[key] = value
     return seen
+
+
+def leakage_warning(split: Split, cohort: Cohort) -> str | None:
+    """One line when test samples have a row identical to a training sample's (every covariate, time and event):
+    the same individual on both sides of the split, most likely, as in the DeepSurv paper's WHAS file. None when
+    no fold has any."""
+    table = cohort.clinical.astype(str).assign(_time=cohort.time.astype(str), _event=cohort.event.astype(int))
+    keys = [tuple(row) for row in table.itertuples(index=False)]
+    leaking: set[int] = set()
+    for fold in split.folds(cohort):
+        seen = {keys[i] for i in fold.train}
+        leaking.update(int(i) for i in fold.test if keys[i] in seen)
+    if not leaking:
+        return None
+    tested = {int(i) for fold in split.folds(cohort) for i in fold.test}
+    rows = len({keys[i] for i in leaking})
+    return (f"warning: {len(leaking)} of {len(tested)} test samples of split {split.name!r} ({rows} distinct rows) "
+            f"have a row identical to a training sample's (covariates, time and event): the same individuals on "
+            f"both sides of the split, most likely; its test results are optimistic")  # fmt: skip
