@@ -182,6 +182,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.check_all is not None:
         return _check_all(args)
+    if args.dataset is not None:  # a manifest path names its cohort, as `bench run --dataset PATH` recorded it
+        from bench.data.datasets import dataset_name
+
+        args.dataset = dataset_name(args.dataset)
     _check_outputs(("--out", None if args.check else args.out))  # --check writes nothing
     if args.results is not None and args.dataset is not None:
         raise UsageError("give --from RESULTS.json or --dataset NAME, not both")
@@ -289,13 +293,14 @@ def cmd_splits(args: argparse.Namespace) -> int:
     cohort = _cohort(args)
     if args.splits_command == "verify":
         split = load_split(cohort, args.name or cohort.default_split)
-        print(f"{find_split(cohort.name, split.name)}: ok (sha256 {split.sha256[:16]}, {cohort.n} samples)")
+        where = find_split(cohort.name, split.name, cohort)
+        print(f"{where}: ok (sha256 {split.sha256[:16]}, {cohort.n} samples)")
     else:
         if args.splits_command == "make":
             split = make_split(cohort, args.name, args.folds, args.repeats, args.seed, args.holdout)
         else:
             split = import_split(cohort, args.file, args.name or args.file.stem)
-        path = save_split(split, overwrite=args.force)
+        path = save_split(split, overwrite=args.force, cohort=cohort)
         print(f"wrote {path} (sha256 {split.sha256[:16]})")
     leak = leakage_warning(split, cohort)
     if leak:
@@ -401,8 +406,11 @@ def _print_comparison_hint(results, args: argparse.Namespace) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from bench.data.datasets import dataset_name
     from bench.report.ui import serve
 
+    if args.dataset is not None:
+        args.dataset = dataset_name(args.dataset)
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a port number; give 0 to 65535 (0: a free one)")
     return serve(args.tracking_uri, args.host, args.port, args.expose, args.dataset, args.results, DEFAULT_DATASET)

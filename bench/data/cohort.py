@@ -129,6 +129,7 @@ class Cohort:
     inputs: Mapping[str, StudyInputs] = field(default_factory=dict)  # sample id -> images, for imaging cohorts
     truth: pd.DataFrame | None = None  # synthetic cohorts: true risk per patient (tests, oracle row; never a feature)
     manifest: Path | None = None  # the manifest a user cohort was read from
+    splits_dir: Path | None = None  # where its splits live when its manifest says (``splits:``); else ./splits
     _content: str | None = field(default=None, init=False, repr=False, compare=False)  # content_fingerprint()
 
     def __post_init__(self) -> None:
@@ -190,6 +191,7 @@ class Cohort:
             inputs=self.inputs,
             truth=self.truth,
             manifest=self.manifest,
+            splits_dir=self.splits_dir,
         )
 
     def fingerprint(self) -> str:

@@ -23,3 +23,11 @@ def load_cohort(name: str, horizons: tuple[float, ...] | None = None, tau: float
     if not isinstance(cohort, Cohort):
         raise DataError(f"dataset {name!r} did not return a Cohort (got {type(cohort).__name__})")
     return cohort
+
+
+def dataset_name(dataset: str) -> str:
+    """The name runs, pages and splits file a ``--dataset`` under: a registered dataset's own, a manifest's
+    ``name`` (its file's stem for a bare CSV). Reads the manifest's header and table, never its images."""
+    from bench.data.manifest import is_manifest_path, read_manifest
+
+    return read_manifest(dataset).name if is_manifest_path(dataset) else dataset

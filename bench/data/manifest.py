@@ -32,7 +32,7 @@ IMAGES = ("pet", "ct")  # each optional: a study has PET, CT or both (a table wi
 MASK_PREFIX = "mask_"
 # Every key a YAML manifest may have (labels and synthetic: written by bench.data.synthetic, read by nothing here).
 MANIFEST_KEYS = ("format", "name", "description", "endpoint", "table", "time_unit", "horizons", "tau", "pet_units",
-                 "thresholds", "table_thresholds", "calibration_horizon", "columns", "truth", "labels",
+                 "thresholds", "table_thresholds", "calibration_horizon", "splits", "columns", "truth", "labels",
                  "synthetic")  # fmt: skip
 FORMATS = (1,)
 COLUMN_KEYS = ("kind", "categories")
@@ -61,6 +61,7 @@ class Manifest:
     truth: pd.DataFrame | None = None
     problems: list[Problem] = field(default_factory=list)
     table_file: Path | None = None  # the CSV the table was read from (the manifest itself for a bare CSV)
+    splits_dir: Path | None = None  # ``splits:``, relative to the manifest: the cohort folder carries its splits
 
     @property
     def root(self) -> Path:
@@ -146,6 +147,7 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
         truth=truth,
         problems=problems,
         table_file=table_path,
+        splits_dir=(path.parent / str(header["splits"])).resolve() if header.get("splits") else None,
     )
     _check_table(manifest)
     return manifest
@@ -242,6 +244,7 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
         inputs=inputs,
         truth=manifest.truth,
         manifest=manifest.path,
+        splits_dir=manifest.splits_dir,
     )
 
 

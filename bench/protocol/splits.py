@@ -73,8 +73,11 @@ class Split:
         return out
 
 
-def splits_dir() -> Path:
-    """Where a user's split files are read and written: ``$BENCH_SPLITS_DIR``, else ``./splits``."""
+def splits_dir(cohort: Cohort | None = None) -> Path:
+    """Where a user's split files are read and written: the folder the cohort's manifest names (``splits:``,
+    wherever ``bench`` runs from), else ``$BENCH_SPLITS_DIR``, else ``./splits``."""
+    if cohort is not None and cohort.splits_dir is not None:
+        return cohort.splits_dir
     env = os.environ.get("BENCH_SPLITS_DIR")
     return Path(env) if env else Path.cwd() / "splits"
 
@@ -88,22 +91,22 @@ def builtin_splits_dir() -> Path | None:
     return None
 
 
-def split_path(dataset: str, name: str) -> Path:
+def split_path(dataset: str, name: str, cohort: Cohort | None = None) -> Path:
     """Where ``bench splits make`` writes a split (always the user's folder, never the package)."""
-    return splits_dir() / dataset / f"{name}.json"
+    return splits_dir(cohort) / dataset / f"{name}.json"
 
 
-def find_split(dataset: str, name: str) -> Path:
+def find_split(dataset: str, name: str, cohort: Cohort | None = None) -> Path:
     """The split file to read: the user's folder first, then the built-in copy; the user's path if neither has it."""
-    user = split_path(dataset, name)
+    user = split_path(dataset, name, cohort)
     builtin = builtin_splits_dir()
     if not user.exists() and builtin is not None and (builtin / dataset / f"{name}.json").exists():
         return builtin / dataset / f"{name}.json"
     return user
 
 
-def available_splits(dataset: str) -> list[str]:
-    folders = [splits_dir() / dataset] + ([builtin / dataset] if (builtin := builtin_splits_dir()) else [])
+def available_splits(dataset: str, cohort: Cohort | None = None) -> list[str]:
+    folders = [splits_dir(cohort) / dataset] + ([builtin / dataset] if (builtin := builtin_splits_dir()) else [])
     return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.json")})
 
 
@@ -192,9 +195,10 @@ def import_split(cohort: Cohort, csv_path: str | Path, name: str) -> Split:
     return _sealed(cohort.name, name, scheme, cohort.fingerprint(), [assignment])
 
 
-def save_split(split: Split, overwrite: bool = False) -> Path:
-    """Write atomically; refuse to replace an existing split unless asked."""
-    path = split_path(split.dataset, split.name)
+def save_split(split: Split, overwrite: bool = False, cohort: Cohort | None = None) -> Path:
+    """Write atomically (into ``cohort``'s splits folder when its manifest names one); refuse to replace an
+    existing split unless asked."""
+    path = split_path(split.dataset, split.name, cohort)
     if path.exists() and not overwrite:
         raise SplitError(f"split file {path} already exists; splits are frozen, pass --force to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,9 +220,9 @@ def _dataset_argument(cohort: Cohort) -> str:
 
 def load_split(cohort: Cohort, name: str) -> Split:
     """Load ``splits/<dataset>/<name>.json`` and verify it against ``cohort``."""
-    path = find_split(cohort.name, name)
+    path = find_split(cohort.name, name, cohort)
     if not path.exists():
-        available = available_splits(cohort.name)
+        available = available_splits(cohort.name, cohort)
         hint = f"available: {', '.join(available)}" if available else "none exist yet"
         raise SplitError(
             f"no split {name!r} for dataset {cohort.name!r} ({path}); {hint}; "
