@@ -3,9 +3,11 @@ where it takes a dataset name."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 from sksurv.datasets import load_veterans_lung_cancer
 
 from bench.testing import run_cli
@@ -61,3 +63,26 @@ def test_without_splits_the_lookup_stays_the_working_directorys(tmp_path: Path) 
     made = run_cli("splits", "make", "--dataset", str(manifest), "--name", "cv5", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "splits" / "vet_folder" / "cv5.json").is_file()
+
+
+def test_a_manifest_without_horizons_runs_on_horizons_derived_and_frozen_in_its_split(tmp_path: Path) -> None:
+    manifest = _tabular_cohort(tmp_path / "cohort")
+    manifest.write_text(manifest.read_text().replace("horizons: [30, 90, 180]\ntau: 180\n", ""))
+    X, y = load_veterans_lung_cancer()
+    times = y["Survival_in_days"][y["Status"]]
+    expected = [float(round(float(q))) for q in np.quantile(times, [0.25, 0.5, 0.75])]  # numpy, not our code
+    made = run_cli("splits", "make", "--dataset", str(manifest), "--name", "cv5", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    frozen = json.loads((tmp_path / "cohort" / "splits" / "vet_folder" / "cv5.json").read_text())["policy"]
+    assert frozen["horizons"] == expected and frozen["tau"] == expected[-1]
+    results = tmp_path / "results.json"
+    ran = run_cli("run", "--dataset", str(manifest), "--model", "coxph", "--bootstrap", "10", "--tracking-uri",
+                  f"sqlite:///{tmp_path / 'runs.db'}", "--results", str(results), "--quiet", cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    policy = json.loads(results.read_text())["protocol"]["policy"]
+    assert policy["horizons"] == expected and policy["derived"] is True
+    shown = run_cli("leaderboard", "--from", str(results), "--out", str(tmp_path / "b.md"), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    horizons = next(line for line in (tmp_path / "b.md").read_text().splitlines() if line.startswith("| horizons |"))
+    assert "derived: the 25, 50 and 75 % quantiles of the cohort's event times" in horizons
+    assert ", ".join(f"{h:g}" for h in expected) in horizons

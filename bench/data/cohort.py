@@ -48,6 +48,7 @@ class EvaluationPolicy:
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     table_thresholds: tuple[float, float] = (0.1, 0.2)
     calibration_horizon: float | None = None  # the page's calibration table; None: the middle horizon
+    derived: bool = False  # horizons and tau derived from the event times (``derived_policy``), not declared
 
     def __post_init__(self) -> None:
         if not self.horizons or list(self.horizons) != sorted(self.horizons) or self.horizons[0] <= 0:
@@ -109,6 +110,7 @@ class EvaluationPolicy:
             "thresholds": ",".join(_fmt(p) for p in self.thresholds),
             "table_thresholds": ",".join(_fmt(p) for p in self.table_thresholds),
             "calibration_horizon": _fmt(self.calibration_at),
+            **({"derived": "event-time quartiles"} if self.derived else {}),
         }
 
 

@@ -24,6 +24,7 @@ import yaml
 
 from bench.data.cohort import Cohort, ColumnSpec, EvaluationPolicy
 from bench.data.inputs import StudyInputs
+from bench.data.policy import declared_policy, derived_policy
 from bench.errors import DataError, InputError
 
 RESERVED = ("patient_id", "sample_id", "pet", "ct", "time", "event")
@@ -127,7 +128,8 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
         fields = f"has {width} fields, the header {len(header_names)}"
         problems.append(Problem(f"row {number} of {table_path.name} {fields}"))
     problems += _header_problems(header, path)
-    policy = _policy(header, horizons, tau, path, problems)
+    policy, problem = declared_policy(header, horizons, tau)
+    problems += [Problem(f"{path.name}: {problem}")] if problem else []
     columns = _columns(header, table, problems, path)
     truth = None
     if header.get("truth"):
@@ -150,6 +152,13 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
         splits_dir=(path.parent / str(header["splits"])).resolve() if header.get("splits") else None,
     )
     _check_table(manifest)
+    if manifest.policy is None and not ({"horizons", "tau"} & set(header)) and horizons is None and tau is None \
+            and not manifest.problems:  # fmt: skip
+        time, event = (pd.to_numeric(manifest.table[c]).to_numpy(float) for c in ("time", "event"))
+        try:
+            manifest.policy = derived_policy(time, event.astype(bool), header)
+        except DataError as exc:
+            manifest.problems.append(Problem(f"{path.name}: {exc}"))
     return manifest
 
 
@@ -267,35 +276,6 @@ def _unknown_key(key, valid: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(str(key), valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown key {key!r}{hint}; valid keys: {', '.join(valid)}"
-
-
-def _policy(header: dict, horizons, tau, path: Path, problems: list[Problem]) -> EvaluationPolicy | None:
-    horizons = horizons or header.get("horizons")
-    tau = tau if tau is not None else header.get("tau")
-    endpoint = header.get("endpoint", "survival")
-    if not isinstance(endpoint, str) or not endpoint.strip():
-        problems.append(Problem(f"{path.name}: endpoint must be text, e.g. 'overall survival', got {endpoint!r}"))
-        return None
-    if horizons is None or tau is None:
-        return None
-    if isinstance(horizons, (str, bytes)) or not isinstance(horizons, (list, tuple)):
-        problems.append(Problem(f"{path.name}: horizons must be a list of times, e.g. [365, 730], got {horizons!r}"))
-        return None
-    try:
-        policy = EvaluationPolicy(
-            horizons=tuple(float(h) for h in horizons),
-            tau=float(tau),
-            time_unit=str(header.get("time_unit", "days")),
-            endpoint=endpoint.strip(),
-        )
-    except (TypeError, ValueError, DataError) as exc:
-        problems.append(Problem(f"{path.name}: bad horizons/tau ({exc})"))
-        return None
-    try:
-        return policy.declared(header)
-    except DataError as exc:
-        problems.append(Problem(f"{path.name}: {exc}"))
-        return None
 
 
 def _columns(header: dict, table: pd.DataFrame, problems: list[Problem], path: Path) -> dict[str, ColumnSpec]:

@@ -8,6 +8,7 @@ train and test part of one fold, and all samples of a patient move together.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -47,6 +48,8 @@ class Split:
     fingerprint: str
     assignments: tuple[dict[str, int], ...]  # one per repeat: patient id -> test fold
     sha256: str
+    # The horizons and tau of a cohort that declares none, derived when the split was made and frozen with it
+    policy: dict | None = None
 
     @property
     def n_folds(self) -> int:
@@ -60,6 +63,7 @@ class Split:
             "scheme": self.scheme,
             "cohort_fingerprint": self.fingerprint,
             "assignments": [dict(sorted(a.items())) for a in self.assignments],
+            **({"policy": self.policy} if self.policy is not None else {}),
         }
 
     def folds(self, cohort: Cohort) -> list[Fold]:
@@ -155,7 +159,7 @@ def make_split(
             for k, (_, test) in enumerate(cv.split(patients, events)):
                 fold[test] = k
             assignments.append(dict(zip(patients, fold.tolist())))
-    return _sealed(cohort.name, name, scheme, cohort.fingerprint(), assignments)
+    return _sealed(cohort.name, name, scheme, cohort.fingerprint(), assignments, _frozen_policy(cohort))
 
 
 def import_split(cohort: Cohort, csv_path: str | Path, name: str) -> Split:
@@ -192,7 +196,7 @@ def import_split(cohort: Cohort, csv_path: str | Path, name: str) -> Split:
     assignment = dict(zip(table["patient_id"].str.strip(), (int(v) for v in values)))
     _check_coverage(cohort, assignment, f"{path}")
     _check_training_events(cohort, assignment, str(path))
-    return _sealed(cohort.name, name, scheme, cohort.fingerprint(), [assignment])
+    return _sealed(cohort.name, name, scheme, cohort.fingerprint(), [assignment], _frozen_policy(cohort))
 
 
 def save_split(split: Split, overwrite: bool = False, cohort: Cohort | None = None) -> Path:
@@ -219,7 +223,8 @@ def _dataset_argument(cohort: Cohort) -> str:
 
 
 def load_split(cohort: Cohort, name: str) -> Split:
-    """Load ``splits/<dataset>/<name>.json`` and verify it against ``cohort``."""
+    """Load ``splits/<dataset>/<name>.json`` and verify it against ``cohort``; a cohort whose policy is derived
+    takes the horizons and tau the split froze when it was made."""
     path = find_split(cohort.name, name, cohort)
     if not path.exists():
         available = available_splits(cohort.name, cohort)
@@ -242,10 +247,15 @@ def load_split(cohort: Cohort, name: str) -> Split:
             fingerprint=body["cohort_fingerprint"],
             assignments=tuple(body["assignments"]),
             sha256=body["sha256"],
+            policy=body.get("policy"),
         )
     except (KeyError, TypeError) as exc:
         raise SplitError(f"split file {path} lacks field {exc}; re-create it with bench splits make") from exc
     verify_split(split, cohort, str(path))
+    if cohort.policy.derived and split.policy is not None:  # the horizons the split was made with, never moved
+        cohort.policy = dataclasses.replace(
+            cohort.policy, horizons=tuple(float(h) for h in split.policy["horizons"]), tau=float(split.policy["tau"])
+        )
     return split
 
 
@@ -323,9 +333,17 @@ def _patient_table(cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
     return per_patient.index.to_numpy(dtype=str), per_patient.to_numpy(dtype=bool)
 
 
-def _sealed(dataset: str, name: str, scheme: dict, fingerprint: str, assignments: list[dict[str, int]]) -> Split:
-    unsealed = Split(dataset, name, scheme, fingerprint, tuple(assignments), "")
-    return Split(dataset, name, scheme, fingerprint, tuple(assignments), _content_hash(unsealed.content()))
+def _sealed(dataset: str, name: str, scheme: dict, fingerprint: str, assignments: list[dict[str, int]],
+            policy: dict | None = None) -> Split:  # fmt: skip
+    unsealed = Split(dataset, name, scheme, fingerprint, tuple(assignments), "", policy)
+    return Split(dataset, name, scheme, fingerprint, tuple(assignments), _content_hash(unsealed.content()), policy)
+
+
+def _frozen_policy(cohort: Cohort) -> dict | None:
+    """A derived policy's horizons and tau, to freeze in the split file (None for a declared policy)."""
+    if not cohort.policy.derived:
+        return None
+    return {"horizons": list(cohort.policy.horizons), "tau": cohort.policy.tau, "derived": "event-time quartiles"}
 
 
 def _content_hash(content: dict) -> str:

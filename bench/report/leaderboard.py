@@ -23,6 +23,9 @@ from bench.stats.bootstrap import PairedDifference, holm, paired_difference
 from bench.stats.calibration import calibration_names
 from bench.stats.engine import auc_key
 
+# Said beside the horizons of a cohort that declares none (``bench.data.policy.derived_policy``)
+DERIVED = "; derived: the 25, 50 and 75 % quantiles of the cohort's event times, tau the last, frozen in the split"
+
 
 def ranked(rows: list[Row]) -> list[Row]:
     def key(row: Row):
@@ -65,7 +68,7 @@ def render(results: Results, source: str | None = None, figures: dict[str, str |
         *_fingerprint_line(protocol.fingerprint),
         f"| split | `{protocol.split_name}`: {describe_scheme(protocol.split_scheme)}; "
         f"sha256 `{protocol.split_sha256[:16]}` |",
-        f"| horizons | {horizons} {unit} (cumulative/dynamic AUC) |",
+        f"| horizons | {horizons} {unit} (cumulative/dynamic AUC){DERIVED if policy.derived else ''} |",
         f"| tau | {policy.tau:g} {unit} (Uno's C truncation) |",
         f"| IBS | integrated Brier score over [{lo:g}, {hi:g}] {unit}, {policy.ibs_points} points |",
         f"| bootstrap | B = {bootstraps} resamples of test patients within each fold, seed {seeds}; "

@@ -159,6 +159,7 @@ class Results:
                     "thresholds": list(p.policy.thresholds),
                     "table_thresholds": list(p.policy.table_thresholds),
                     "calibration_horizon": p.policy.calibration_horizon,
+                    **({"derived": True} if p.policy.derived else {}),
                 },
                 "split": {"name": p.split_name, "scheme": p.split_scheme, "sha256": p.split_sha256},
                 **({"fingerprint": p.fingerprint} if p.fingerprint else {}),
@@ -203,7 +204,7 @@ def _policy_from_json(body: dict) -> EvaluationPolicy:
     return EvaluationPolicy(
         tuple(body["horizons"]), body["tau"], body["time_unit"], body["ibs_points"],
         str(body.get("endpoint", EARLIER_ENDPOINT)), calibration_horizon=None if horizon is None else float(horizon),
-        **declared,
+        derived=bool(body.get("derived", False)), **declared,
     )  # fmt: skip
 
 

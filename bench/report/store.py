@@ -8,6 +8,7 @@ one cohort before and after a mask was fixed, are never mixed on one page.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tempfile
@@ -148,6 +149,8 @@ def _protocol(run: StoredRun) -> Protocol:
         policy = EvaluationPolicy(
             tuple(float(h) for h in p["policy.horizons"].split(",")), float(p["policy.tau"]), p["policy.time_unit"]
         )
+        if "policy.derived" in p:
+            policy = dataclasses.replace(policy, derived=True)
         if "policy.thresholds" in p:  # runs recorded before calibration have the defaults
             policy = policy.declared({
                 "thresholds": p["policy.thresholds"].split(","),
