@@ -138,7 +138,7 @@ def _grid_command(args: argparse.Namespace) -> str:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from bench.protocol.grid import check_plan, grid_baseline, load_config, run_grid
+    from bench.protocol.grid import check_plan, grid_baseline, grid_published, load_config, run_grid
     from bench.report.leaderboard import leaderboard_path
     from bench.report.mlflow_sink import MlflowSink
     from bench.report.results_sink import ResultsSink
@@ -160,7 +160,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     def page_of(outcome) -> Path:  # the default page is named after the cohort, known once it is loaded
         return chosen or leaderboard_path(outcome.cohort.name)
 
-    saved = ResultsSink(grid_baseline(config), _grid_command(args), page_of, page=True)
+    published = grid_published(config)  # a paper's values for some rows, shown beside ours
+    saved = ResultsSink(grid_baseline(config), _grid_command(args), page_of, page=True, published=published)
     outcome = run_grid(config, sinks=[MlflowSink(config.request.tracking_uri), saved, *_progress(args)])
     if saved.written:  # the rows that finished, even when others failed; never an empty page
         data, *pages = saved.written

@@ -20,8 +20,12 @@ option is checked before any work starts; unknown keys are errors, not ignored.
       - clinical
       - pet+clinical
       - {features: pet, models: [deepsurv]}
+      - {features: clinical, models: [coxph], published: {c_index: 0.8179, source: "Author (year), Table 2"}}
     baseline: {extractor: clinical, model: coxph}
     leaderboard: leaderboards/synthetic_mm.md   # results go beside it as .json
+
+A row of one model may declare the C-index a paper published for it (``published:``,
+``bench.protocol.published``): the page shows it beside ours.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import yaml
 from bench.errors import UsageError
 from bench.plugins.labels import Baseline, RowKey, features_text
 from bench.plugins.specs import resolve_baseline
+from bench.protocol.published import parse_published, published_keys
 from bench.protocol.runner import RowSink, RunOutcome, RunRequest, input_problems, resolve_plan, row_key, run
 
 TOP_KEYS = {
@@ -54,6 +59,7 @@ class GridConfig:
     leaderboard: Path | None = None
     description: str = ""
     aliases: dict[str, str] = field(default_factory=dict)
+    published: dict[int, dict[str, Any]] = field(default_factory=dict)  # row index -> a paper's values for it
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConfig:
@@ -77,12 +83,15 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
     aliases = _mapping(body.get("extractors", {}), f"{path}: extractors")
     default_models = _names(body.get("models", ["coxph"]), f"{path}: models")
     rows = []
+    published = {}
     for i, item in enumerate(_list(body["rows"], f"{path}: rows")):
         where = f"{path}: rows[{i}]"
         if isinstance(item, str):
             features, models = item, default_models
-        elif isinstance(item, dict) and set(item) <= {"features", "models"} and "features" in item:
+        elif isinstance(item, dict) and set(item) <= {"features", "models", "published"} and "features" in item:
             features, models = str(item["features"]), _names(item.get("models", default_models), where)
+            if "published" in item:
+                published[i] = parse_published(item["published"], tuple(models), where)
         else:
             raise UsageError(f"{where} must be a string or {{features: ..., models: [...]}}, got {item!r}")
         parts = [aliases.get(p.strip(), p.strip()) for p in features.split("+")]
@@ -118,6 +127,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
         Path(leaderboard) if leaderboard else None,
         str(body.get("description", "")),
         aliases,
+        published,
     )
 
 
@@ -138,6 +148,11 @@ def run_grid(config: GridConfig, sinks: Sequence[RowSink] = ()) -> RunOutcome:
     """Check the plan and the baseline row, then run every row, handing each to ``sinks`` (see ``runner.run``)."""
     check_plan(config)
     return run(config.request, baseline=grid_baseline(config), sinks=sinks)
+
+
+def grid_published(config: GridConfig) -> dict[RowKey, dict[str, Any]]:
+    """The config's published values under the keys of their rows (empty when it declares none)."""
+    return published_keys(config.request, config.published)
 
 
 def grid_baseline(config: GridConfig) -> Baseline:

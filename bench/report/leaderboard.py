@@ -18,6 +18,7 @@ from bench.plugins.labels import Baseline, RowKey
 from bench.report.calibration_table import calibration_lines
 from bench.report.cells import fmt, signed, value, with_ci, with_se
 from bench.report.provenance import describe as provenance_text
+from bench.report.published import published_lines
 from bench.report.results import Results, Row
 from bench.stats.bootstrap import PairedDifference, holm, paired_difference
 from bench.stats.calibration import calibration_names
@@ -97,6 +98,7 @@ def render(results: Results, source: str | None = None, figures: dict[str, str |
     if warned:
         lines += ["", "Numerical warnings (the learner warned as it fitted or predicted; read its numbers with care):"]
         lines += ["", *warned]
+    lines += published_lines(results, ranked(rows))  # a paper's values beside ours, when a grid declared them
     lines += calibration_lines(results, ranked(rows), figures.get("decision"))
     lines += _figure_section(figures)
     return "\n".join(lines) + "\n"

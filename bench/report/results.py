@@ -8,7 +8,8 @@ the cohort's images. MLflow receives the same numbers as a sink and a view.
 
 Format 2 (issue 25) adds the policy's decision-curve thresholds, the two the page's calibration table shows
 and its horizon; its rows carry the calibration and net-benefit metrics (``bench.stats.calibration``). Format-1
-files are read as they were written: the policy's defaults, and rows without those metrics.
+files are read as they were written: the policy's defaults, and rows without those metrics. A row for which a grid
+config declared a paper's value carries it as ``published`` (issue 26); rows without one have no such key.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,6 +83,9 @@ class Row:
     # order of ``Results.outcomes``; "" in files made before risk groups were kept
     risk_groups: str = ""
     reads_truth: bool = False  # an extractor of its features reads the simulated truth (``Extractor.reads_truth``)
+    # What a paper published for this row (``c_index``, optional ``source``), as a grid config declares it
+    # (``bench.protocol.published``); None: nothing (and no key in the file, as in files made before)
+    published: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,10 @@ class Results:
     format: int = FORMAT_VERSION
 
     @classmethod
-    def from_outcome(cls, outcome: RunOutcome, baseline: Baseline, source: str) -> Results:
-        """The results of one run, exactly as they will read back from their file."""
+    def from_outcome(cls, outcome: RunOutcome, baseline: Baseline, source: str,
+                     published: dict[RowKey, dict[str, Any]] | None = None) -> Results:  # fmt: skip
+        """The results of one run, exactly as they will read back from their file (with a paper's values, if any)."""
+        published = published or {}
         rows = [
             Row(
                 r.key,
@@ -120,6 +126,7 @@ class Results:
                 r.evaluation.warning_messages[0] if r.evaluation.warning_messages else "",
                 risk_group_text(r.evaluation.predictions),
                 any(part.cls.reads_truth for part in r.extractor.parts),
+                published.get(r.key),
             )
             for r in outcome.results
         ]
@@ -248,6 +255,7 @@ def _row_json(row: Row) -> dict:
         **warned,
         **({"risk_groups": row.risk_groups} if row.risk_groups else {}),
         "reads_truth": row.reads_truth,
+        **({"published": dict(sorted(row.published.items()))} if row.published else {}),
     }
 
 
@@ -270,6 +278,7 @@ def _row_from_json(body: dict) -> Row:
         first_warning=str(body.get("first_warning", "")),
         risk_groups=str(body.get("risk_groups", "")),
         reads_truth=bool(reads_truth),
+        published=body.get("published"),
     )
 
 
