@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _tuning_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _baseline_args(p)
+    _baseline_args(p, default=None, planned=True)
 
     p = sub.add_parser("grid", help="run a whole benchmark protocol from a YAML config (see configs/)")
     p.add_argument("--config", type=Path, required=True, help="grid config, e.g. configs/demo.yaml")
@@ -259,18 +259,21 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _baseline_args(p: argparse.ArgumentParser, default: str | None = "clinical") -> None:
+def _baseline_args(p: argparse.ArgumentParser, default: str | None = "clinical", planned: bool = False) -> None:
+    """``planned``: a command that runs rows, whose defaults follow them (``bench.protocol.baseline``)."""
+    chosen = "the extractor every row has, else clinical" if planned else "the one the results were made with"
     p.add_argument(
         "--baseline",
         default=default,
         metavar="EXTRACTOR",
         help="extractor (label or spec) every row is compared with"
-        + (f" (default {default})" if default else " (default: the one the results were made with)"),
+        + (f" (default {default})" if default else f" (default: {chosen})"),
     )
     p.add_argument(
         "--baseline-model",
         metavar="MODEL",
-        help="compare with the baseline extractor under this model (default: the row's own model)",
+        help="compare with the baseline extractor under this model (default: the row's own model"
+        + ("; coxph, else the first model, when every row has the baseline's features)" if planned else ")"),
     )
 
 

@@ -48,7 +48,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.plugins.specs import resolve_baseline
+    from bench.protocol.baseline import planned_baseline
     from bench.protocol.runner import RunRequest, run
     from bench.report.files import write_atomic
     from bench.report.leaderboard import table_lines, warning_lines
@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tune_inner_folds=args.tune_inner_folds,
         optuna_storage=args.optuna_storage,
     )
-    baseline = resolve_baseline(args.baseline, args.baseline_model, args.weights, args.tune)
+    baseline = planned_baseline(request, args.baseline, args.baseline_model)
     saved = ResultsSink(baseline, _run_command(args), args.results)
     sinks = [MlflowSink(request.tracking_uri), saved, *_progress(args)]
     outcome = run(request, baseline=baseline, sinks=sinks)
@@ -122,7 +122,8 @@ def _run_command(args: argparse.Namespace) -> str:
     optional = (("--split", args.split), ("--weights", args.weights), ("--baseline-model", args.baseline_model))
     for flag, value in optional:
         words += [flag, value] if value is not None else []
-    words += ["--baseline", args.baseline] if args.baseline != "clinical" else []
+    redundant = args.baseline == "clinical" and set(args.extractor or ["clinical"]) == {"clinical"}
+    words += ["--baseline", args.baseline] if args.baseline is not None and not redundant else []
     words += ["--tune", str(args.tune), "--tune-inner-folds", str(args.tune_inner_folds)] if args.tune else []
     words += ["--horizons", ",".join(f"{h:g}" for h in args.horizons)] if args.horizons else []
     words += ["--tau", f"{args.tau:g}"] if args.tau is not None else []

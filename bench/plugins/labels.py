@@ -119,6 +119,7 @@ class Baseline:
 
     features: tuple[PluginLabel, ...] = (PluginLabel("clinical"),)
     model: PluginLabel | None = None
+    default: bool = False  # chosen by default because every row has these features (the page says so)
 
     def key_for(self, row: RowKey) -> RowKey:
         return RowKey(self.features, self.model if self.model is not None else row.model)
@@ -132,13 +133,19 @@ class Baseline:
         model = "the same model" if self.model is None else f"`{self.model}`"
         return f"`{features_text(self.features)}` with {model}"
 
-    def as_json(self) -> dict[str, str | None]:
-        return {"extractor": features_text(self.features), "model": None if self.model is None else str(self.model)}
+    def as_json(self) -> dict[str, Any]:
+        """Its results-file form; ``default`` only when set, so the files of explicit baselines keep their bytes."""
+        out: dict[str, Any] = {"extractor": features_text(self.features)}
+        out["model"] = None if self.model is None else str(self.model)
+        return {**out, "default": True} if self.default else out
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Baseline:
         model = body.get("model")
-        return cls(parse_features(body["extractor"]), None if model is None else PluginLabel.parse(model))
+        return cls(
+            parse_features(body["extractor"]), None if model is None else PluginLabel.parse(model),
+            bool(body.get("default", False)),
+        )  # fmt: skip
 
 
 def option_text(value: Any) -> str:

@@ -21,7 +21,7 @@ option is checked before any work starts; unknown keys are errors, not ignored.
       - pet+clinical
       - {features: pet, models: [deepsurv]}
       - {features: clinical, models: [coxph], published: {c_index: 0.8179, source: "Author (year), Table 2"}}
-    baseline: {extractor: clinical, model: coxph}
+    baseline: {extractor: clinical, model: coxph}   # optional: see bench.protocol.baseline for the default
     leaderboard: leaderboards/synthetic_mm.md   # results go beside it as .json
 
 A row of one model may declare the C-index a paper published for it (``published:``,
@@ -39,7 +39,7 @@ import yaml
 
 from bench.errors import UsageError
 from bench.plugins.labels import Baseline, RowKey, features_text
-from bench.plugins.specs import resolve_baseline
+from bench.protocol.baseline import planned_baseline
 from bench.protocol.published import parse_published, published_keys
 from bench.protocol.runner import RowSink, RunOutcome, RunRequest, input_problems, resolve_plan, row_key, run
 
@@ -54,7 +54,7 @@ TUNE_KEYS = {"trials", "inner_folds", "storage"}
 class GridConfig:
     path: Path
     request: RunRequest
-    baseline_extractor: str = "clinical"
+    baseline_extractor: str | None = None  # None: the rows' one extractor, else clinical (bench.protocol.baseline)
     baseline_model: str | None = None
     leaderboard: Path | None = None
     description: str = ""
@@ -102,7 +102,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
     if bad:
         raise UsageError(f"{path}: unknown tune key {bad[0]!r}; valid: {', '.join(sorted(TUNE_KEYS))}")
     baseline = _mapping(body.get("baseline") or {}, f"{path}: baseline")
-    baseline_extractor = str(baseline.get("extractor", "clinical"))
+    baseline_extractor = None if baseline.get("extractor") is None else str(baseline["extractor"])
     request = RunRequest(
         dataset=str(body["dataset"]),
         split=body.get("split"),
@@ -122,7 +122,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
     return GridConfig(
         Path(path),
         request,
-        aliases.get(baseline_extractor, baseline_extractor),
+        None if baseline_extractor is None else aliases.get(baseline_extractor, baseline_extractor),
         baseline.get("model"),
         Path(leaderboard) if leaderboard else None,
         str(body.get("description", "")),

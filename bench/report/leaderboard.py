@@ -75,7 +75,8 @@ def render(results: Results, source: str | None = None, figures: dict[str, str |
         f"| bootstrap | B = {bootstraps} resamples of test patients within each fold, seed {seeds}; "
         "95 % percentile CI of the fold mean |",
         _headline_line(protocol.split_scheme),
-        f"| baseline | {baseline.describe()}: C-index difference on the same bootstrap replicates (paired), "
+        f"| baseline | {baseline.describe()}{_default_note(baseline)}: C-index difference on the same bootstrap "
+        "replicates (paired), "
         "95 % percentile CI and two-sided bootstrap p-value |",
         _multiplicity_line(results),
         f"| made with | {provenance_text(results.provenance)} |",
@@ -133,6 +134,13 @@ def _figure_section(figures: dict[str, str | None]) -> list[str]:
         out += ["", f"No Kaplan-Meier figure of the best non-oracle row, {figures.get('km_row')}: "
                 f"{figures['km_missing']}."]  # fmt: skip
     return out
+
+
+def _default_note(baseline: Baseline) -> str:
+    """Why the baseline is what it is when no option named its model (``bench.protocol.baseline``)."""
+    if not baseline.default:
+        return ""
+    return " (the default: every row has these features; --baseline-model or a grid's baseline.model names another)"
 
 
 def _multiplicity_line(results: Results) -> str:
