@@ -57,15 +57,29 @@ def tools_dir() -> Path:
     return Path.home() / ".cache" / "prognosis-bench"
 
 
-def check_cache_writable() -> None:
-    """Raise the cache-folder error (one line, exit 2) when features cannot be written there, before any work."""
+READ_ONLY_ENV = "BENCH_CACHE_READONLY"  # set (not 0) by users of a shared cache that no run may change
+
+
+def read_only_reason() -> str:
+    """Why the feature cache is used read-only ("" when runs may write it): ``$BENCH_CACHE_READONLY``, or a folder
+    that cannot be written. A run on a read-only cache is served its hits; ``bench.protocol.cache_check`` fails it
+    before extraction if an entry is missing. A cache root under a file is an error, not a read-only cache.
+    """
+    if os.environ.get(READ_ONLY_ENV, "") not in ("", "0"):
+        return f"${READ_ONLY_ENV} is set"
     features = cache_root() / "features"
     try:
         features.mkdir(parents=True, exist_ok=True)
         if not os.access(features, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(features))
-    except OSError as exc:
+        probe = features / f".probe.{os.getpid()}.tmp"  # root passes os.access; only a write tells (chattr, ro mounts)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (NotADirectoryError, FileExistsError) as exc:
         raise _cache_error("write", exc) from exc
+    except OSError as exc:
+        return f"it cannot be written: {exc.strerror or type(exc).__name__}"
+    return ""
 
 
 def masks_dir() -> Path:
@@ -192,7 +206,8 @@ class FeatureCache:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             stored, arrays = "", {}
         if stored != _checksum(arrays):
-            path.unlink(missing_ok=True)  # damaged: recompute rather than use
+            with contextlib.suppress(OSError):  # a read-only cache keeps it; either way it is a miss, never used
+                path.unlink(missing_ok=True)  # damaged: recompute rather than use
             return None
         return arrays
 

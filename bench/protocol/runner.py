@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.cache import check_cache_writable
 from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
 from bench.errors import BenchError, InputError, ModelError, RowsFailedError, UsageError
@@ -22,6 +21,7 @@ from bench.plugins.labels import Baseline, RowKey
 from bench.plugins.registry import EXTRACTORS
 from bench.plugins.specs import Features, PluginSpec, resolve_features, resolve_models
 from bench.plugins.weights import WeightsFile, used_weights
+from bench.protocol.cache_check import check_feature_cache
 from bench.protocol.evaluation import Evaluation
 from bench.protocol.fitting import FitSpec, fit_rows
 from bench.protocol.splits import Split, load_split
@@ -186,7 +186,7 @@ def run(request: RunRequest, baseline: Baseline | None = None, sinks: Sequence[R
         more = f" ({len(bad_files) - 1} more{check})" if len(bad_files) > 1 else ""
         raise InputError(bad_files[0] + more)
     if cohort.has_images:
-        check_cache_writable()  # image features are cached: a cache that cannot be written fails now
+        check_feature_cache(plan, cohort)  # written, or read-only with every entry this run needs
     tuning = (
         TuningSpec(request.tune, request.tune_inner_folds, request.optuna_storage, f"{cohort.name}-{split.name}")
         if request.tune
