@@ -226,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1, help="repeats with different shuffles (default 1)")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     p.add_argument("--holdout", type=float, metavar="F", help="a single train/test split with test fraction F")
+    p.add_argument("--by", metavar="COLUMN", help="split by a group column (kind: group, e.g. site): each group "
+                   "once as the test fold (leave one group out)")  # fmt: skip
+    p.add_argument("--test-groups", type=_names, metavar="A,B", default=(), help="with --by: hold these groups out "
+                   "together and train on the others")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace an existing split file")
     p = splits.add_parser("import", help="freeze a split defined elsewhere (CSV: patient_id, fold or split)")
     _dataset_arg(p)
@@ -250,6 +254,13 @@ def _dataset_arg(p: argparse.ArgumentParser) -> None:
 def _policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizons", type=_floats, metavar="T1,T2,...", help="td-AUC horizons for a CSV manifest")
     p.add_argument("--tau", type=float, help="Uno's C truncation time for a CSV manifest")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
 
 
 def _floats(text: str) -> tuple[float, ...]:

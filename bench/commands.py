@@ -290,7 +290,15 @@ def _leaderboard_from_store(args: argparse.Namespace, page: Path) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
-    from bench.protocol.splits import find_split, import_split, leakage_warning, load_split, make_split, save_split
+    from bench.protocol.splits import (
+        find_split,
+        import_split,
+        leakage_warning,
+        load_split,
+        make_group_split,
+        make_split,
+        save_split,
+    )
 
     cohort = _cohort(args)
     if args.splits_command == "verify":
@@ -298,7 +306,12 @@ def cmd_splits(args: argparse.Namespace) -> int:
         where = find_split(cohort.name, split.name, cohort)
         print(f"{where}: ok (sha256 {split.sha256[:16]}, {cohort.n} samples)")
     else:
-        if args.splits_command == "make":
+        by, test_groups = getattr(args, "by", None), getattr(args, "test_groups", ())
+        if args.splits_command == "make" and by is not None:
+            split = make_group_split(cohort, args.name, by, test_groups)
+        elif test_groups:
+            raise UsageError("--test-groups holds out groups of a group column: give --by COLUMN too")
+        elif args.splits_command == "make":
             split = make_split(cohort, args.name, args.folds, args.repeats, args.seed, args.holdout)
         else:
             split = import_split(cohort, args.file, args.name or args.file.stem)

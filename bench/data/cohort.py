@@ -19,7 +19,7 @@ import pandas as pd
 from bench.data.inputs import StudyInputs
 from bench.errors import DataError
 
-ColumnKind = Literal["numeric", "categorical", "ordinal"]
+ColumnKind = Literal["numeric", "categorical", "ordinal", "group"]  # group: a site or centre, never a feature
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,8 @@ class Cohort:
     truth: pd.DataFrame | None = None  # synthetic cohorts: true risk per patient (tests, oracle row; never a feature)
     manifest: Path | None = None  # the manifest a user cohort was read from
     splits_dir: Path | None = None  # where its splits live when its manifest says (``splits:``); else ./splits
+    # Grouping columns (``kind: group``, a site or centre): column -> each sample's group; never a model feature
+    groups: Mapping[str, np.ndarray] = field(default_factory=dict)
     _content: str | None = field(default=None, init=False, repr=False, compare=False)  # content_fingerprint()
 
     def __post_init__(self) -> None:
@@ -194,6 +196,7 @@ class Cohort:
             truth=self.truth,
             manifest=self.manifest,
             splits_dir=self.splits_dir,
+            groups={name: values[idx] for name, values in self.groups.items()},
         )
 
     def fingerprint(self) -> str:

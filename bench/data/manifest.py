@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -226,7 +227,9 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
     table = manifest.table
     ids = table["sample_id"] if "sample_id" in table.columns else table["patient_id"]
     clinical = pd.DataFrame(index=ids.astype(str).to_numpy())
-    for col, spec in manifest.columns.items():
+    groups = _groups(manifest)
+    features = {col: spec for col, spec in manifest.columns.items() if spec.kind != "group"}
+    for col, spec in features.items():
         # The same parse as the check (which passed): missing cells become NaN / None, imputed in-fold.
         values = [_clinical_value(v, col, spec)[0] for v in table[col]]
         clinical[col] = pd.Series(values, dtype=float if spec.kind == "numeric" else object).to_numpy()
@@ -245,7 +248,7 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
         clinical=clinical,
         time=pd.to_numeric(table["time"]).to_numpy(float),
         event=pd.to_numeric(table["event"]).to_numpy(int).astype(bool),
-        columns=manifest.columns,
+        columns=features,
         policy=manifest.policy,
         patient_ids=table["patient_id"].astype(str).to_numpy(),
         description=manifest.description or f"user cohort from {manifest.path.name}",
@@ -254,7 +257,22 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
         truth=manifest.truth,
         manifest=manifest.path,
         splits_dir=manifest.splits_dir,
+        groups=groups,
     )
+
+
+def _groups(manifest: Manifest) -> dict[str, np.ndarray]:
+    """Each grouping column's value per sample (``kind: group``): text, never missing, never a feature."""
+    out = {}
+    for col in (c for c, spec in manifest.columns.items() if spec.kind == "group"):
+        values = manifest.table[col].astype(str).str.strip()
+        missing = manifest.table[col].isna() | values.str.lower().isin(MISSING)
+        if missing.any():
+            patient = manifest.table["patient_id"][missing].iloc[0]
+            raise InputError(f"{manifest.path}: patient {patient!r} has no {col!r}; a group column needs a value for "
+                             "every patient (fill it in, or drop the column from 'columns')")  # fmt: skip
+        out[col] = values.to_numpy()
+    return out
 
 
 def _header_problems(header: dict, path: Path) -> list[Problem]:
@@ -306,9 +324,9 @@ def _columns(header: dict, table: pd.DataFrame, problems: list[Problem], path: P
             problems.append(Problem(f"{path.name}: column {col!r} has {_unknown_key(unknown[0], COLUMN_KEYS)}"))
             continue
         kind = spec.get("kind")
-        if kind not in ("numeric", "categorical", "ordinal"):
+        if kind not in ("numeric", "categorical", "ordinal", "group"):
             problems.append(
-                Problem(f"{path.name}: column {col!r} has kind {kind!r}; use numeric, categorical or ordinal")
+                Problem(f"{path.name}: column {col!r} has kind {kind!r}; use numeric, categorical, ordinal or group")
             )
             continue
         given = spec.get("categories") or []
@@ -318,7 +336,7 @@ def _columns(header: dict, table: pd.DataFrame, problems: list[Problem], path: P
             )
             continue
         categories = tuple(str(c) for c in given)
-        if kind == "numeric" and categories:
+        if kind in ("numeric", "group") and categories:
             problems.append(
                 Problem(
                     f"{path.name}: numeric column {col!r} has categories {list(categories)}; "

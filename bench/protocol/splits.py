@@ -162,6 +162,49 @@ def make_split(
     return _sealed(cohort.name, name, scheme, cohort.fingerprint(), assignments, _frozen_policy(cohort))
 
 
+MIN_GROUP_PATIENTS = 10  # a test group smaller than this, or with fewer events, gives no usable C-index
+MIN_GROUP_EVENTS = 2
+
+
+def make_group_split(cohort: Cohort, name: str, by: str, test_groups: tuple[str, ...] = ()) -> Split:
+    """Splits by a grouping column (``kind: group``, a site): each group once as the test fold (leave one group
+    out), or, with ``test_groups``, those groups held out together and the model trained on the others. A
+    patient's samples are never in two groups; a test group with too few patients or events is refused."""
+    if by not in cohort.groups:
+        known = ", ".join(sorted(cohort.groups)) or "none (declare one in the manifest: site: {kind: group})"
+        raise UsageError(f"--by {by!r} is not a group column of dataset {cohort.name!r}; its group columns: {known}")
+    group_of: dict[str, str] = {}
+    for patient, group in zip(cohort.patient_ids, cohort.groups[by]):
+        if group_of.setdefault(str(patient), str(group)) != str(group):
+            raise SplitError(f"patient {patient!r} has samples in {by} {group_of[str(patient)]!r} and {group!r}; "
+                             "a patient must belong to one group")  # fmt: skip
+    names = sorted(set(group_of.values()))
+    unknown = [g for g in test_groups if g not in names]
+    if unknown:
+        raise UsageError(f"--test-groups: no {by} {unknown[0]!r} in dataset {cohort.name!r}; its {by}s: {', '.join(names)}")
+    tested = list(test_groups) or names
+    if len(names) < 2 or len(tested) == len(names) and test_groups:
+        raise UsageError(f"a split by {by} needs a group to train on besides the test groups; {by}s: {', '.join(names)}")
+    events = dict(zip(map(str, cohort.patient_ids), cohort.event))
+    for group in tested:
+        members = [p for p, g in group_of.items() if g == group]
+        n_events = sum(bool(events[p]) for p in members)
+        if len(members) < MIN_GROUP_PATIENTS or n_events < MIN_GROUP_EVENTS:
+            raise SplitError(
+                f"{by} {group!r} has {len(members)} patients ({n_events} events); a test {by} needs at least "
+                f"{MIN_GROUP_PATIENTS} patients and {MIN_GROUP_EVENTS} events: merge it with another or leave it "
+                "out of --test-groups"
+            )
+    if test_groups:
+        assignment = {p: 0 if g in test_groups else TRAIN_ONLY for p, g in group_of.items()}
+        scheme = {"type": "group", "by": by, "kind": "holdout", "test_groups": sorted(test_groups)}
+    else:
+        assignment = {p: names.index(g) for p, g in group_of.items()}
+        scheme = {"type": "group", "by": by, "kind": "leave-one-out", "test_groups": names}
+    _check_training_events(cohort, assignment, f"the split by {by}")
+    return _sealed(cohort.name, name, scheme, cohort.fingerprint(), [assignment], _frozen_policy(cohort))
+
+
 def import_split(cohort: Cohort, csv_path: str | Path, name: str) -> Split:
     """Freeze a split defined elsewhere: a CSV of ``patient_id`` and ``fold`` (int) or ``split`` (train/test)."""
     path = Path(csv_path)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.plugins.labels import Baseline, RowKey
 from bench.report.calibration_table import calibration_lines
+from bench.report.per_group import per_group_lines
 from bench.report.cells import fmt, signed, value, with_ci, with_se
 from bench.report.provenance import describe as provenance_text
 from bench.report.published import published_lines
@@ -101,6 +102,7 @@ def render(results: Results, source: str | None = None, figures: dict[str, str |
         lines += ["", *warned]
     lines += published_lines(results, ranked(rows))  # a paper's values beside ours, when a grid declared them
     lines += calibration_lines(results, ranked(rows), figures.get("decision"))
+    lines += per_group_lines(results, ranked(rows))  # a split by group (site): each row per test group
     lines += _figure_section(figures)
     return "\n".join(lines) + "\n"
 
@@ -291,4 +293,8 @@ def describe_scheme(scheme: dict) -> str:
         )
     if kind == "holdout":
         return f"holdout, test fraction {scheme['test_fraction']:g}, stratified by event, seed {scheme['seed']}"
+    if kind == "group" and scheme.get("kind") == "leave-one-out":
+        return f"leave one {scheme['by']} out: each of {', '.join(scheme['test_groups'])} once as the test set"
+    if kind == "group":
+        return f"by {scheme['by']}: test on {', '.join(scheme['test_groups'])}, trained on every other {scheme['by']}"
     return f"imported from {scheme.get('source', '?')} ({json.dumps(scheme, sort_keys=True)})"

@@ -76,6 +76,7 @@ class MlflowSink(RowSink):
         outcome = self.outcome
         result.run_name = run_name(result.extractor, result.model, outcome.cohort, outcome.split, outcome.request)
         result.run_id = _track(self.tracker, result, outcome.cohort, outcome.split, outcome.request)
+        _track_per_group(self.tracker, result, outcome)
 
     def failed(self, failure: FailedRow) -> None:
         assert self.tracker is not None and self.outcome is not None, "start() opens the store"
@@ -144,6 +145,26 @@ def _tags(features: Features, model: PluginSpec, cohort: Cohort, request: RunReq
     key = row_key(features, model, request.tune)
     return {"bench.extractor": key.features_label, "bench.model": key.model_label,
             FINGERPRINT_TAG: cohort.content_fingerprint()}  # fmt: skip
+
+
+def _track_per_group(tracker: Tracker, result: CombinationResult, outcome: RunOutcome) -> None:
+    """A split by group: the row's C-index per test group with its CI (``c_index/site/A``, ``..._ci_low``)."""
+    from bench.report.per_group import group_summaries, is_group_split, metric_names
+
+    scheme = outcome.split.scheme
+    if not is_group_split(scheme):
+        return
+    by = scheme["by"]
+    groups = dict(zip(map(str, outcome.cohort.sample_ids), map(str, outcome.cohort.groups[by])))
+    summaries = group_summaries(result.evaluation.predictions, groups, scheme, outcome.split.sha256,
+                                outcome.request.seed, outcome.request.bootstrap,
+                                outcome.cohort.policy.calibration_at)  # fmt: skip
+    metrics = {}
+    for group, summary in summaries.items():
+        name = metric_names(by, group)["c_index"]
+        metrics.update({name: summary["c_index"]["mean"], f"{name}_ci_low": summary["c_index"]["ci_low"],
+                        f"{name}_ci_high": summary["c_index"]["ci_high"]})  # fmt: skip
+    tracker.annotate(result.run_id, metrics, {})
 
 
 def _track_versus_baseline(tracker: Tracker, outcome: RunOutcome) -> None:

@@ -86,6 +86,8 @@ class Row:
     # What a paper published for this row (``c_index``, optional ``source``), as a grid config declares it
     # (``bench.protocol.published``); None: nothing (and no key in the file, as in files made before)
     published: dict[str, Any] | None = None
+    # A split by group: each test group's n, events, C-index and O/E (``bench.report.per_group``); else None
+    per_group: dict[str, dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class Results:
             )
             for r in outcome.results
         ]
+        _add_per_group(rows, outcome)
         outcomes = Outcomes(*outcomes_of(outcome.results[0].evaluation.predictions)) if outcome.results else None
         from bench.report.provenance import provenance
 
@@ -256,6 +259,9 @@ def _row_json(row: Row) -> dict:
         **({"risk_groups": row.risk_groups} if row.risk_groups else {}),
         "reads_truth": row.reads_truth,
         **({"published": dict(sorted(row.published.items()))} if row.published else {}),
+        **({"per_group": {g: {k: v if k in ("n", "events") else {f: _number(x) for f, x in sorted(v.items())}
+                              for k, v in sorted(s.items())} for g, s in sorted(row.per_group.items())}}
+           if row.per_group else {}),
     }
 
 
@@ -279,7 +285,29 @@ def _row_from_json(body: dict) -> Row:
         risk_groups=str(body.get("risk_groups", "")),
         reads_truth=bool(reads_truth),
         published=body.get("published"),
+        per_group=_per_group_from_json(body.get("per_group")),
     )
+
+
+def _per_group_from_json(body: dict | None) -> dict[str, dict] | None:
+    if body is None:
+        return None
+    return {g: {k: v if k in ("n", "events") else {f: _float(x) for f, x in v.items()} for k, v in s.items()}
+            for g, s in body.items()}  # fmt: skip
+
+
+def _add_per_group(rows: list[Row], outcome: RunOutcome) -> None:
+    """Each row's results per test group, for a split by group (``bench.report.per_group``)."""
+    from bench.report.per_group import group_summaries, is_group_split
+
+    scheme = outcome.split.scheme
+    if not is_group_split(scheme):
+        return
+    groups = dict(zip(map(str, outcome.cohort.sample_ids), map(str, outcome.cohort.groups[scheme["by"]])))
+    for row, result in zip(rows, outcome.results):
+        row.per_group = group_summaries(result.evaluation.predictions, groups, scheme, outcome.split.sha256,
+                                        outcome.request.seed, outcome.request.bootstrap,
+                                        outcome.cohort.policy.calibration_at)  # fmt: skip
 
 
 def earlier_reads_truth(key: RowKey) -> bool:
