@@ -8,6 +8,7 @@ paper's (Katzman et al. 2018), never a number this code produced.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -16,9 +17,9 @@ import pytest
 from data_paths import DATA, DEEPSURV
 
 from bench.data.datasets import load_cohort
-from bench.data.deepsurv_2018 import COHORTS
+from bench.data.deepsurv_2018 import COHORTS, fetch
 from bench.errors import DataError, UsageError
-from bench.protocol.grid import load_config
+from bench.protocol.grid import grid_published, load_config
 from bench.protocol.splits import load_split
 from bench.testing import run_cli
 
@@ -29,6 +30,7 @@ SIZES = {
     "deepsurv_metabric": (1523, 887, 381, 216, 9),
     "rotterdam_gbsg": (1546, 968, 686, 299, 7),
 }
+REPO = Path(__file__).resolve().parents[1]
 PUBLISHED_CPH = 0.6580  # the paper's Cox model on Rotterdam -> GBSG
 
 
@@ -72,6 +74,17 @@ def test_a_file_with_another_sha256_is_refused(tmp_path: Path, monkeypatch: pyte
     assert "\n" not in str(error.value)
 
 
+def test_without_the_data_folder_the_pooch_cache_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Second in line: a checked file already in pooch's cache (under $XDG_CACHE_HOME) is used, not downloaded."""
+    cached = tmp_path / "cache" / "prognosis-bench" / "deepsurv_2018"
+    cached.mkdir(parents=True)
+    shutil.copy(DEEPSURV / "gbsg_cancer_train_test.h5", cached)
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert fetch(COHORTS["rotterdam_gbsg"]) == cached / "gbsg_cancer_train_test.h5"
+    assert load_cohort("rotterdam_gbsg").n == 1546 + 686
+
+
 def test_published_values_belong_to_one_model(tmp_path: Path) -> None:
     config = tmp_path / "grid.yaml"
     config.write_text("dataset: rotterdam_gbsg\nrows:\n"
@@ -108,3 +121,24 @@ def test_coxph_reproduces_the_published_value_and_the_page_shows_it(
     assert shifted in line and "| yes | paper CPH |" in line
     check = run_cli("leaderboard", "--from", str(page.with_suffix(".json")), "--out", str(page), "--check")
     assert check.returncode == 0, check.stderr
+
+
+# config -> (dataset, published CPH, published DeepSurv): the paper's table as the data README transcribes it
+CONFIGS = {
+    "whas": ("deepsurv_whas", 0.8179, 0.8626),
+    "support": ("deepsurv_support", 0.5831, 0.6183),
+    "metabric": ("deepsurv_metabric", 0.6314, 0.6434),
+    "gbsg": ("rotterdam_gbsg", 0.6580, 0.6684),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_shipped_configs_carry_the_papers_table_onto_their_pages(name: str) -> None:
+    """Each config's published values land on the coxph and deepsurv rows, and its committed page carries them."""
+    dataset, cph, deep = CONFIGS[name]
+    config = load_config(REPO / "configs" / "deepsurv_2018" / f"{name}.yaml")
+    assert config.request.dataset == dataset and config.request.split == "paper"
+    published = {key.model.name: values["c_index"] for key, values in grid_published(config).items()}
+    assert published == {"coxph": cph, "deepsurv": deep}
+    rows = json.loads((REPO / "leaderboards" / f"{dataset}.json").read_text())["rows"]
+    assert {row["model"].split("[")[0]: row["published"]["c_index"] for row in rows if "published" in row} == published
