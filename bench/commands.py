@@ -51,7 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.protocol.baseline import planned_baseline
     from bench.protocol.runner import RunRequest, run
     from bench.report.files import write_atomic
-    from bench.report.leaderboard import table_lines, warning_lines
+    from bench.report.degenerate import degenerate_lines
+    from bench.report.leaderboard import ranked, table_lines, warning_lines
     from bench.report.mlflow_sink import MlflowSink
     from bench.report.results_sink import ResultsSink
 
@@ -84,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"B = {request.bootstrap}, seed {request.seed}"
     )
     warned = warning_lines(results)
-    print("\n".join(table + ([""] + notes if notes else []) + ([""] + warned if warned else [])))
+    flagged = degenerate_lines(ranked(results.rows))  # folds where every test patient got one risk
+    print("\n".join(table + ([""] + notes if notes else []) + ([""] + warned if warned else []) + flagged))
     ui = _ui_command(outcome.cohort.name, args.tracking_uri)
     print(f"MLflow parent run {outcome.parent_run_id}; open the UI with: {ui}")
     if saved.written:  # the rows that finished, even when others failed; never an empty file

@@ -92,6 +92,14 @@ class SurvivalModel:
         """Options to try, drawn from an Optuna ``trial``; empty when there is nothing to tune."""
         return {}
 
+    def degenerate_reason(self) -> str:
+        """Why the fitted model gives every patient the same risk, where the learner knows ("" otherwise).
+
+        Asked only of a fold whose test risks are all equal (``bench.protocol.degenerate``); the page and MLflow
+        quote it beside the folds, e.g. ``coxnet chose alpha_max: no feature selected``.
+        """
+        return ""
+
 
 class SksurvModel(SurvivalModel):
     """A scikit-survival estimator behind the contract; subclasses build ``make_estimator``."""

@@ -80,6 +80,14 @@ class CoxNet(SksurvModel):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.estimator_.predict(X, alpha=self.alpha_), dtype=float)
 
+    def degenerate_reason(self) -> str:
+        """The null model: the penalty left no coefficient (on the automatic path, alpha_max was the best)."""
+        coef = np.asarray(self.estimator_.coef_)
+        if np.any((coef[:, -1] if coef.ndim == 2 else coef) != 0):  # the last penalty of the fit is the chosen one
+            return ""
+        at_max = self.config.alpha is None and len(self.estimator_.alphas_) == 1  # the path's first penalty won
+        return f"coxnet chose {'alpha_max' if at_max else f'alpha={self.alpha_:.3g}'}: no feature selected"
+
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
         return {

@@ -27,6 +27,8 @@ def test_built_ins_are_registered_through_entry_points() -> None:
     built_in = [e.name for e in MODELS.entries() if e.distribution == "prognosis-bench"]
     assert built_in == ["coxnet", "coxph", "deepsurv", "gbsa", "rsf"]
     assert "miscalibrated_cox" in MODELS.names(), "an outside package's learner too (tests/fixtures)"
+    fixture = [e.name for e in MODELS.entries() if e.distribution == "bench-example-plugin"]
+    assert fixture == ["constant_risk", "miscalibrated_cox"], "the fixture package's learners"
     assert {"gbsg2", "whas500", "veterans", "flchain"} <= set(DATASETS.names())
     assert {"clinical", "radiomics", "resnet3d", "medsam2_memory"} <= set(EXTRACTORS.names())
     assert MODELS.entry("rsf").distribution == "prognosis-bench"
@@ -49,7 +51,7 @@ def test_unknown_name_lists_the_choices() -> None:
     with pytest.raises(UnknownNameError) as info:
         MODELS.load("cox")
     assert "unknown model 'cox'" in str(info.value)
-    assert "valid models: coxnet, coxph, deepsurv, gbsa, miscalibrated_cox, rsf" in str(info.value)
+    assert "valid models: constant_risk, coxnet, coxph, deepsurv, gbsa, miscalibrated_cox, rsf" in str(info.value)
 
 
 @pytest.mark.parametrize(

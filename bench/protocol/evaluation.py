@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.data.cohort import Cohort
 from bench.errors import ModelError, describe_model
+from bench.protocol.degenerate import degenerate_reason
 from bench.protocol.preprocessing import FoldPreprocessor
 from bench.protocol.splits import Fold, Split
 from bench.stats.bootstrap import MetricSummary, bootstrap_indices, counts_from_indices, summarise
@@ -46,6 +47,9 @@ class Evaluation:
     tuned: dict[str, dict] = field(default_factory=dict)  # fold key -> options chosen by nested tuning
     fold_warnings: dict[str, int] = field(default_factory=dict)  # fold key -> numerical warnings (folds with any)
     warning_messages: tuple[str, ...] = ()  # the first distinct ones, in the order they came
+    # fold key -> the learner's reason ("" unknown) for the folds whose test patients all got one risk
+    # (``bench.protocol.degenerate``)
+    fold_degenerate: dict[str, str] = field(default_factory=dict)
     curves: Curves | None = None  # AUC(t) and Brier(t) over the evaluation window, risk-group cut points per fold
 
     @property
@@ -72,6 +76,7 @@ class FoldResult:
     predictions: pd.DataFrame  # the test patients' rows of ``Evaluation.predictions``
     tuned: dict | None = None  # options chosen by nested tuning
     warnings: list[str] = field(default_factory=list)  # numerical warnings of the learner, as text
+    degenerate: str | None = None  # every test risk the same: the learner's reason ("" unknown); None otherwise
 
 
 def evaluate(
@@ -131,6 +136,7 @@ def evaluate_fold(
             warnings.simplefilter("always")  # every occurrence counts, not the first per line
             risk, survival = _fit_predict(model, X_train, y[fold.train], X_test, policy.ibs_times, fold.key)
         numerical = _numerical(caught)
+        degenerate = degenerate_reason(model, risk)
         train_risk, at_times = _for_figures(model, X_train, X_test, times, fold.key)
         own = calibration and at_times is not None
         at_own_time = _at_own_times(model, X_test, cohort.time[fold.test], fold.key) if own else None
@@ -173,6 +179,7 @@ def evaluate_fold(
         predictions=predictions,
         tuned=tuned,
         warnings=numerical,
+        degenerate=degenerate,
     )
 
 
@@ -205,6 +212,7 @@ def combine(cohort: Cohort, folds: list[FoldResult], bootstrap: int) -> Evaluati
         tuned={fold.key: fold.tuned for fold in folds if fold.tuned is not None},
         fold_warnings=fold_warnings,
         warning_messages=tuple(messages[:MAX_WARNING_MESSAGES]),
+        fold_degenerate={fold.key: fold.degenerate for fold in folds if fold.degenerate is not None},
         curves=Curves.combine(times, [fold.curves for fold in folds], {fold.key: fold.thresholds for fold in folds}),
     )
 

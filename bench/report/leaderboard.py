@@ -18,6 +18,7 @@ from bench.plugins.labels import Baseline, RowKey
 from bench.report.calibration_table import calibration_lines
 from bench.report.per_group import per_group_lines
 from bench.report.cells import fmt, signed, value, with_ci, with_se
+from bench.report.degenerate import degenerate_flag, degenerate_lines
 from bench.report.provenance import describe as provenance_text
 from bench.report.published import published_lines
 from bench.report.results import Results, Row
@@ -100,6 +101,7 @@ def render(results: Results, source: str | None = None, figures: dict[str, str |
     if warned:
         lines += ["", "Numerical warnings (the learner warned as it fitted or predicted; read its numbers with care):"]
         lines += ["", *warned]
+    lines += degenerate_lines(ranked(rows))
     lines += published_lines(results, ranked(rows))  # a paper's values beside ours, when a grid declared them
     lines += calibration_lines(results, ranked(rows), figures.get("decision"))
     lines += per_group_lines(results, ranked(rows))  # a split by group (site): each row per test group
@@ -220,7 +222,7 @@ def table_lines(results: Results) -> tuple[list[str], list[str]]:
         cells = [
             str(rank),
             row.key.features_label,
-            row.key.model_label + (f" ({_warnings(row.warnings)})" if row.warnings else ""),  # flagged, see the notes
+            row.key.model_label + (f" ({_warnings(row.warnings)})" if row.warnings else "") + degenerate_flag(row),
             with_ci(c),
             with_se(c) if not single_test_set(results.protocol.split_scheme) else _single_cell(c),
             *_versus(row, _baseline_row(baseline, row, results), compared.get(row.key)),

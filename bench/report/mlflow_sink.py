@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bench.plugins.weights import used_weights
 from bench.protocol.runner import CombinationResult, FailedRow, RowSink, RunOutcome, RunRequest, row_key
+from bench.report.degenerate import degenerate_text
 from bench.report.describe import dataset_input, experiment_description, run_note
 from bench.report.row_figures import row_figures
 from bench.report.tracking import (
@@ -208,10 +209,14 @@ def _track(tracker: Tracker, result: CombinationResult, cohort: Cohort, split: S
     tags[NOTE_TAG] = run_note(result, request)
     if evaluation.warnings:
         tags["bench.warnings"] = "\n".join(evaluation.warning_messages)[:5000]
+    if evaluation.fold_degenerate:  # every test risk the same in these folds: flagged as the page flags it
+        tags["bench.degenerate"] = degenerate_text(evaluation.fold_degenerate)[:5000]
     metrics = {m: s.as_dict() for m, s in evaluation.metrics.items()}
     details = {"metrics": metrics, "fold_reasons": evaluation.fold_reasons}
     if evaluation.warnings:
         details["fold_warnings"] = evaluation.fold_warnings
+    if evaluation.fold_degenerate:
+        details["fold_degenerate"] = evaluation.fold_degenerate
     artifacts = {
         "predictions.csv": evaluation.predictions.to_csv(index=False),
         "metrics.json": dumps(details),

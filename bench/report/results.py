@@ -88,6 +88,9 @@ class Row:
     published: dict[str, Any] | None = None
     # A split by group: each test group's n, events, C-index and O/E (``bench.report.per_group``); else None
     per_group: dict[str, dict] | None = None
+    # Folds whose test patients all got one risk -> the learner's reason ("" unknown) (``bench.protocol.degenerate``);
+    # None: none (and no key in the file, as in files made before)
+    degenerate: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class Results:
                 risk_group_text(r.evaluation.predictions),
                 any(part.cls.reads_truth for part in r.extractor.parts),
                 published.get(r.key),
+                degenerate=dict(r.evaluation.fold_degenerate) or None,
             )
             for r in outcome.results
         ]
@@ -256,6 +260,7 @@ def _row_json(row: Row) -> dict:
         if row.replicates is None
         else [_number(round(float(v), REPLICATE_DECIMALS)) for v in row.replicates],
         **warned,
+        **({"degenerate": dict(sorted(row.degenerate.items()))} if row.degenerate else {}),
         **({"risk_groups": row.risk_groups} if row.risk_groups else {}),
         "reads_truth": row.reads_truth,
         **({"published": dict(sorted(row.published.items()))} if row.published else {}),
@@ -282,6 +287,7 @@ def _row_from_json(body: dict) -> Row:
         None if replicates is None else np.array([_float(v) for v in replicates]),
         warnings=int(body.get("warnings", 0)),
         first_warning=str(body.get("first_warning", "")),
+        degenerate=body.get("degenerate") or None,
         risk_groups=str(body.get("risk_groups", "")),
         reads_truth=bool(reads_truth),
         published=body.get("published"),

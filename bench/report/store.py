@@ -206,6 +206,7 @@ def _row(mlflow_client, run: StoredRun, tmp: Path) -> tuple[Row, Outcomes | None
         run.tags.get("bench.warnings", "").split("\n")[0] if warnings else "",
         groups,
         earlier_reads_truth(run.key),  # runs in a store do not record it
+        degenerate=details.get("fold_degenerate") or None,
     ), outcomes
 
 
