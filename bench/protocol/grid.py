@@ -156,9 +156,8 @@ def grid_published(config: GridConfig) -> dict[RowKey, dict[str, Any]]:
 
 
 def grid_baseline(config: GridConfig) -> Baseline:
-    """The config's baseline, resolved into row keys as the rows are (same weights, same tuning)."""
-    request = config.request
-    return resolve_baseline(config.baseline_extractor, config.baseline_model, request.weights, request.tune)
+    """The config's baseline, resolved into row keys as the rows are (same weights, same tuning), or its default."""
+    return planned_baseline(config.request, config.baseline_extractor, config.baseline_model)
 
 
 def _mapping(value: Any, where: str) -> dict:
