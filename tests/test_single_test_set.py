@@ -33,3 +33,5 @@ def test_which_schemes_test_on_one_fold() -> None:
     assert not single_test_set({"type": "holdout", "test_fraction": 0.3, "repeats": 3, "seed": 0}), "3 folds: an SE"
     assert not single_test_set({"type": "kfold", "folds": 5, "repeats": 1, "seed": 0})
     assert not single_test_set({"type": "imported", "kind": "kfold", "folds": 5, "source": "split.csv"})
+    assert single_test_set({"type": "group", "by": "site", "kind": "holdout", "test_groups": ["B", "C"]})
+    assert not single_test_set({"type": "group", "by": "site", "kind": "leave-one-out", "test_groups": ["A", "B"]})

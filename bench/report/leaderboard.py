@@ -164,7 +164,7 @@ def single_test_set(scheme: dict) -> bool:
     """Whether a split scheme tests on one fold only (a holdout without repeats), so there is no SE across folds."""
     if scheme.get("type") == "holdout":
         return scheme.get("repeats", 1) == 1
-    return scheme.get("type") == "imported" and scheme.get("kind") == "holdout"
+    return scheme.get("type") in ("imported", "group") and scheme.get("kind") == "holdout"
 
 
 def _headline_line(scheme: dict) -> str:
