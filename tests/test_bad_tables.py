@@ -249,7 +249,7 @@ def test_column_without_any_value_is_a_problem(tmp_path: Path) -> None:
     ("columns", "needle"),
     [
         ({"age": 5}, "column 'age' is declared as 5; give its kind"),
-        ({"age": "numbers"}, "column 'age' has kind 'numbers'; use numeric, categorical or ordinal"),
+        ({"age": "numbers"}, "column 'age' has kind 'numbers'; use numeric, categorical, ordinal or group"),
         ({"sex": {"kind": "categorical", "categories": "F"}}, "categories of column 'sex' must be a list"),
         ({"age": {"kind": "numeric", "categories": ["a"]}}, "numeric column 'age' has categories ['a']"),
         ({"grade": {"kind": "ordinal", "categories": ["1", "1", "2"]}}, "lists ['1'] more than once"),

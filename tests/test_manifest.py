@@ -129,10 +129,15 @@ def test_every_bad_input_is_reported_in_one_pass(tmp_path: Path) -> None:
     assert not cache.exists() or not any(cache.rglob("*")), "nothing cached for bad input"
 
 
-def test_csv_manifest_needs_horizons(tmp_path: Path) -> None:
-    pd.DataFrame(_good_rows()).to_csv(tmp_path / "cohort.csv", index=False)
-    with pytest.raises(InputError, match="--horizons and --tau"):
-        load_cohort(str(tmp_path / "cohort.csv"))
+def test_a_csv_manifest_takes_horizons_from_its_flags_else_derives_them(tmp_path: Path) -> None:
+    rows = pd.DataFrame(_good_rows())
+    rows.to_csv(tmp_path / "cohort.csv", index=False)
+    derived = load_cohort(str(tmp_path / "cohort.csv")).policy
+    events = rows.loc[rows["event"].astype(int) == 1, "time"].astype(float)
+    assert derived.derived and derived.horizons == tuple(sorted({float(round(q)) for q in events.quantile([.25, .5, .75])}))
+    rows.assign(event=0).to_csv(tmp_path / "censored.csv", index=False)
+    with pytest.raises(InputError, match="--horizons and --tau"):  # no event to derive them from
+        load_cohort(str(tmp_path / "censored.csv"))
     cohort = load_cohort(str(tmp_path / "cohort.csv"), horizons=(100.0, 200.0), tau=300.0)
     assert cohort.columns["age"].kind == "numeric" and cohort.columns["grade"].kind == "numeric"
 
