@@ -68,30 +68,39 @@ def parse_chain(text: str) -> tuple[Step, ...]:
 
 def perturb(image: np.ndarray, masks: dict[str, np.ndarray], spacing, chain: tuple[Step, ...], seed: int):
     """The image and masks after every step of ``chain`` (new arrays; the inputs are untouched)."""
-    image = np.array(image, dtype=float)
+    images, masks = perturb_study({"image": image}, masks, spacing, chain, seed)
+    return images["image"], masks
+
+
+def perturb_study(images: dict[str, np.ndarray], masks: dict[str, np.ndarray], spacing, chain: tuple[Step, ...],
+                  seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+    """Several images of one grid (PET and CT) and their masks after ``chain``: a shift or rotation moves them all
+    together, noise is drawn for each image at its own noise level."""
+    images = {name: np.array(image, dtype=float) for name, image in images.items()}
     masks = {name: np.array(mask, dtype=bool) for name, mask in masks.items()}
     spacing = np.asarray(spacing, dtype=float)
     for position, step in enumerate(chain):
         rng = np.random.default_rng(np.random.SeedSequence([seed, position, KINDS.index(step.kind)]))
-        image, masks = _apply(step, image, masks, spacing, rng)
-    return image, masks
+        images, masks = _apply(step, images, masks, spacing, rng)
+    return images, masks
 
 
-def _apply(step: Step, image, masks, spacing, rng):
+def _apply(step: Step, images, masks, spacing, rng):
     if step.kind == "volume":
-        return image, {n: _volume(m, spacing, step) for n, m in masks.items()}
+        return images, {n: _volume(m, spacing, step) for n, m in masks.items()}
     if step.kind == "contour":
-        return image, {n: _contour(m, int(step.amount), rng) for n, m in masks.items()}
+        return images, {n: _contour(m, int(step.amount), rng) for n, m in masks.items()}
     if step.kind == "noise":
-        return image + rng.normal(0.0, step.amount * noise_level(image), image.shape), masks
+        return {n: i + rng.normal(0.0, step.amount * noise_level(i), i.shape) for n, i in images.items()}, masks
     if step.kind == "shift":
         direction = rng.normal(size=3)
         voxels = direction / np.linalg.norm(direction) * step.amount / spacing
         moved = {n: ndimage.shift(m.astype(float), voxels, order=0, mode="constant") > 0.5 for n, m in masks.items()}
-        return ndimage.shift(image, voxels, order=1, mode="nearest"), moved
+        return {n: ndimage.shift(i, voxels, order=1, mode="nearest") for n, i in images.items()}, moved
     angle = np.deg2rad(step.amount) * (1 if rng.random() < 0.5 else -1)
-    centre = np.array(ndimage.center_of_mass(next(iter(masks.values())))) if masks else np.array(image.shape) / 2
-    return _rotated(image, 1, centre, angle, spacing), {
+    shape = next(iter(images.values())).shape
+    centre = np.array(ndimage.center_of_mass(next(iter(masks.values())))) if masks else np.array(shape) / 2
+    return {n: _rotated(i, 1, centre, angle, spacing) for n, i in images.items()}, {
         n: _rotated(m.astype(float), 0, centre, angle, spacing) > 0.5 for n, m in masks.items()
     }
 
