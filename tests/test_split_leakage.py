@@ -1,7 +1,7 @@
 """A split whose two sides share identical rows (covariates, time and event) is said to leak, in one line.
 
 The DeepSurv paper's WHAS file repeats individuals: 1310 training rows hold 640 distinct ones, and 164 distinct
-test rows also occur in training (tests/data/deepsurv_2018/README's source, /work/shared/data/README). GBSG2's
+test rows also occur in training (as the data's source notes, tests/data/README.md). GBSG2's
 cv5 has no repeated row.
 """
 

@@ -150,16 +150,12 @@ def _tags(features: Features, model: PluginSpec, cohort: Cohort, request: RunReq
 
 def _track_per_group(tracker: Tracker, result: CombinationResult, outcome: RunOutcome) -> None:
     """A split by group: the row's C-index per test group with its CI (``c_index/site/A``, ``..._ci_low``)."""
-    from bench.report.per_group import group_summaries, is_group_split, metric_names
+    from bench.report.per_group import metric_names, outcome_summaries
 
-    scheme = outcome.split.scheme
-    if not is_group_split(scheme):
+    summaries = outcome_summaries(result.evaluation.predictions, outcome)
+    if summaries is None:
         return
-    by = scheme["by"]
-    groups = dict(zip(map(str, outcome.cohort.sample_ids), map(str, outcome.cohort.groups[by])))
-    summaries = group_summaries(result.evaluation.predictions, groups, scheme, outcome.split.sha256,
-                                outcome.request.seed, outcome.request.bootstrap,
-                                outcome.cohort.policy.calibration_at)  # fmt: skip
+    by = outcome.split.scheme["by"]
     metrics = {}
     for group, summary in summaries.items():
         name = metric_names(by, group)["c_index"]

@@ -59,6 +59,16 @@ def group_summaries(predictions: pd.DataFrame, groups: dict[str, str], scheme: d
     return out
 
 
+def outcome_summaries(predictions: pd.DataFrame, outcome) -> dict[str, dict] | None:
+    """``group_summaries`` of one row's predictions in a run (a ``RunOutcome``); None unless its split is by group."""
+    scheme = outcome.split.scheme
+    if not is_group_split(scheme):
+        return None
+    groups = dict(zip(map(str, outcome.cohort.sample_ids), map(str, outcome.cohort.groups[scheme["by"]])))
+    return group_summaries(predictions, groups, scheme, outcome.split.sha256, outcome.request.seed,
+                           outcome.request.bootstrap, outcome.cohort.policy.calibration_at)  # fmt: skip
+
+
 def _summary(values: np.ndarray) -> dict[str, float]:
     point, replicates = float(values[0]), values[1:][np.isfinite(values[1:])]
     if replicates.size < 2 or not math.isfinite(point):

@@ -304,16 +304,10 @@ def _per_group_from_json(body: dict | None) -> dict[str, dict] | None:
 
 def _add_per_group(rows: list[Row], outcome: RunOutcome) -> None:
     """Each row's results per test group, for a split by group (``bench.report.per_group``)."""
-    from bench.report.per_group import group_summaries, is_group_split
+    from bench.report.per_group import outcome_summaries
 
-    scheme = outcome.split.scheme
-    if not is_group_split(scheme):
-        return
-    groups = dict(zip(map(str, outcome.cohort.sample_ids), map(str, outcome.cohort.groups[scheme["by"]])))
     for row, result in zip(rows, outcome.results):
-        row.per_group = group_summaries(result.evaluation.predictions, groups, scheme, outcome.split.sha256,
-                                        outcome.request.seed, outcome.request.bootstrap,
-                                        outcome.cohort.policy.calibration_at)  # fmt: skip
+        row.per_group = outcome_summaries(result.evaluation.predictions, outcome)
 
 
 def earlier_reads_truth(key: RowKey) -> bool:
