@@ -85,11 +85,29 @@ def test_inputs_are_never_modified_and_bad_steps_are_one_line() -> None:
     copy_image, copy_mask = image.copy(), masks["tumour"].copy()
     perturb(image, masks, SPACING, parse_chain("volume:+2mm,contour:3,shift:1.5mm,rotate:5,noise:0.1"), 0)
     assert np.array_equal(image, copy_image) and np.array_equal(masks["tumour"], copy_mask)
-    with pytest.raises(UsageError, match="perturbation 'volume:2': volume takes mm or %"):
+    with pytest.raises(UsageError, match="perturbation 'volume:2': volume takes mm or vox or %"):
         parse_chain("volume:2")
     with pytest.raises(UsageError, match="perturbation 'blur:2' is not one of"):
         parse_chain("blur:2")
     with pytest.raises(UsageError, match="shift takes mm"):
         parse_chain("shift:2%")
+    with pytest.raises(UsageError, match="\\+- only for volume"):
+        parse_chain("shift:+-2mm")
     assert [str(s) for s in parse_chain("volume:+2mm, volume:-5%, contour:4")] == ["volume:+2mm", "volume:-5%",
                                                                                   "contour:4"]  # fmt: skip
+
+
+def test_one_voxel_either_way_grows_or_shrinks_by_one_face_connected_layer() -> None:
+    image, masks = _phantom()
+    mask = masks["tumour"]
+    grown = ndimage.binary_dilation(mask)  # the 6-connected structuring element: one layer of face neighbours
+    shrunk = ndimage.binary_erosion(mask)
+    seen = set()
+    for seed in range(12):
+        _, out = perturb(image, masks, SPACING, parse_chain("volume:+-1vox"), seed)
+        assert np.array_equal(out["tumour"], grown) or np.array_equal(out["tumour"], shrunk)
+        seen.add(bool(out["tumour"].sum() > mask.sum()))
+        _, again = perturb(image, masks, SPACING, parse_chain("volume:±1vox"), seed)
+        assert np.array_equal(again["tumour"], out["tumour"]), "the same seed draws the same sign"
+    assert seen == {True, False}, "both signs are drawn over 12 seeds"
+    assert str(parse_chain("volume:+-1vox")[0]) == "volume:+-1vox"

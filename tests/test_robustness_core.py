@@ -38,21 +38,32 @@ def _digest(paths) -> str:
     return hashlib.sha256(b"".join(Path(p).read_bytes() for p in paths)).hexdigest()
 
 
-def test_versions_of_real_studies_move_the_shape_and_leave_the_originals_untouched(tmp_path: Path) -> None:
+def test_versions_of_real_studies_move_the_shape_and_leave_the_originals_untouched(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     cohort = _cohort(tmp_path)
     files = [STS / p / n for p in PATIENTS for n in ("PET_image.nii.gz", "PET_mask.nii.gz")]
     before = _digest(files)
     extractor = RadiomicsExtractor(RadiomicsConfig(modality="pet", roi="tumour"))
-    names, values = feature_versions(extractor, cohort, ("tumour",), parse_chain("volume:10%"), 2, 0,
-                                     tmp_path / "versions")  # fmt: skip
+    versions = feature_versions(extractor, cohort, parse_chain("volume:10%"), 2, 0)
+    names, values = versions.names, versions.values
     assert values.shape == (4, 3, len(names)) and np.isfinite(values).all()
+    assert versions.units == PATIENTS
     original = [extractor.extract_patient(r) for r in patient_records(cohort)]
     assert np.array_equal(values[:, 0, :], [[o[n] for n in names] for o in original]), "version 0 is the study"
     volume = names.index("pet_original_shape_VoxelVolume")
     assert values[:, 1, volume] == pytest.approx(1.1 * values[:, 0, volume], rel=0.02), "10 % more voxels"
     assert np.array_equal(values[:, 1], values[:, 2]), "volume:10% draws nothing: every version the same"
     assert _digest(files) == before, "the user's files are never written"
-    icc = robustness(names, values)
-    reference = icc_a1(values[:, :, [names.index(n) for n in icc]])
-    assert [v[0] for v in icc.values()] == reference.value.tolist()
-    assert all(-1 <= v[0] <= 1 for v in icc.values())
+    icc = robustness(versions)
+    reference = icc_a1(values[:, :, [names.index(f.name) for f in icc]])
+    assert [f.icc for f in icc] == reference.value.tolist()
+    assert all(-1 <= f.icc <= 1 for f in icc)
+
+    def fails(self, record):
+        raise AssertionError(f"{record.sample_id} computed again")
+
+    monkeypatch.setattr(RadiomicsExtractor, "extract_patient", fails)
+    again = feature_versions(extractor, cohort, parse_chain("volume:10%"), 2, 0)
+    assert np.array_equal(again.values, values), "every version comes from the feature cache the second time"
+    with pytest.raises(Exception, match="computed again"):  # another seed is another version: not in the cache
+        feature_versions(extractor, cohort, parse_chain("volume:10%"), 2, 1)

@@ -6,8 +6,10 @@ own stream of ``seed`` (and the step's position), so the same chain and seed giv
 inputs are never modified (every step returns new arrays).
 
 - ``volume:+Xmm`` / ``volume:-Xmm``: grow or shrink each mask by X mm (Euclidean distance in mm, any spacing);
-  ``volume:P%`` (``+P%``/``-P%``): grow or shrink until the volume changes by that fraction, the nearest voxels
-  first (exactly ``round(P * V)`` voxels).
+  ``volume:+Nvox`` by N voxels (distance in voxels: 1 is one face-connected layer); ``volume:P%`` (``+P%``/``-P%``):
+  grow or shrink until the volume changes by that fraction, the nearest voxels first (exactly ``round(P * V)``
+  voxels). ``+-`` (or ``±``) instead of a sign grows or shrinks, each with probability 1/2 per seed
+  (``volume:+-1vox``: the one-voxel reader disagreement of Zwanenburg et al.).
 - ``contour:k``: k random local edits of each mask's boundary, each adding or removing a ball of voxels around a
   boundary voxel; an edit that would move the volume more than 10 % from the original is skipped.
 - ``shift:Lmm``: the image and its masks translated together by a random vector of length L mm (image linear,
@@ -37,15 +39,17 @@ CONTOUR_LIMIT = 0.10  # an edit never takes the volume further than this from th
 class Step:
     kind: str
     amount: float
-    unit: str  # "mm", "%", "" (a count, degrees or a noise factor)
+    unit: str  # "mm", "vox", "%", "" (a count, degrees or a noise factor)
+    either: bool = False  # volume only: grow or shrink by |amount|, the sign drawn from the step's stream
 
     def __str__(self) -> str:
-        sign = "+" if self.kind == "volume" and self.amount > 0 else ""
+        sign = "+-" if self.either else "+" if self.kind == "volume" and self.amount > 0 else ""
         value = f"{self.amount * 100:g}" if self.unit == "%" else f"{self.amount:g}"
         return f"{self.kind}:{sign}{value}{self.unit}"
 
 
-_STEP = re.compile(r"^(volume|contour|shift|rotate|noise):([+-]?\d+(?:\.\d+)?)(mm|%)?$")
+_STEP = re.compile(r"^(volume|contour|shift|rotate|noise):(\+-|±|[+-])?(\d+(?:\.\d+)?)(mm|vox|%)?$")
+_FORMS = "volume:+2mm, volume:+-1vox, volume:-10%, contour:4, shift:1.5mm, rotate:5, noise:0.1"
 
 
 def parse_chain(text: str) -> tuple[Step, ...]:
@@ -54,15 +58,17 @@ def parse_chain(text: str) -> tuple[Step, ...]:
     for part in (p.strip() for p in text.split(",")):
         match = _STEP.match(part)
         if not match:
-            raise UsageError(f"perturbation {part!r} is not one of: volume:+2mm, volume:-10%, contour:4, "
-                             "shift:1.5mm, rotate:5, noise:0.1")  # fmt: skip
-        kind, amount, unit = match.group(1), float(match.group(2)), match.group(3) or ""
-        allowed = {"volume": ("mm", "%"), "contour": ("",), "shift": ("mm",), "rotate": ("",), "noise": ("",)}
+            raise UsageError(f"perturbation {part!r} is not one of: {_FORMS}")
+        kind, sign, amount, unit = match.group(1), match.group(2) or "", float(match.group(3)), match.group(4) or ""
+        either = sign in ("+-", "±")
+        amount = -amount if sign == "-" else amount
+        allowed = {"volume": ("mm", "vox", "%"), "contour": ("",), "shift": ("mm",), "rotate": ("",), "noise": ("",)}
         if unit not in allowed[kind] or (kind == "contour" and amount != int(amount)) or \
-                (kind in ("contour", "shift", "noise") and amount < 0):  # fmt: skip
+                (kind in ("contour", "shift", "noise") and amount < 0) or (either and kind != "volume"):  # fmt: skip
             raise UsageError(f"perturbation {part!r}: {kind} takes {' or '.join(u or 'a number' for u in allowed[kind])}"
-                             + ("; a count" if kind == "contour" else "") + "; non-negative where it is a size")  # fmt: skip
-        steps.append(Step(kind, amount / 100 if unit == "%" else amount, unit))
+                             + ("; a count" if kind == "contour" else "") + "; non-negative where it is a size"
+                             + ("; +- only for volume" if either else ""))  # fmt: skip
+        steps.append(Step(kind, amount / 100 if unit == "%" else amount, unit, either))
     return tuple(steps)
 
 
@@ -87,7 +93,8 @@ def perturb_study(images: dict[str, np.ndarray], masks: dict[str, np.ndarray], s
 
 def _apply(step: Step, images, masks, spacing, rng):
     if step.kind == "volume":
-        return images, {n: _volume(m, spacing, step) for n, m in masks.items()}
+        amount = step.amount * (1 if not step.either or rng.random() < 0.5 else -1)  # one sign for every mask
+        return images, {n: _volume(m, spacing, step.unit, amount) for n, m in masks.items()}
     if step.kind == "contour":
         return images, {n: _contour(m, int(step.amount), rng) for n, m in masks.items()}
     if step.kind == "noise":
@@ -105,14 +112,15 @@ def _apply(step: Step, images, masks, spacing, rng):
     }
 
 
-def _volume(mask: np.ndarray, spacing: np.ndarray, step: Step) -> np.ndarray:
-    if step.unit == "mm":
-        if step.amount >= 0:
-            return ndimage.distance_transform_edt(~mask, sampling=spacing) <= step.amount
-        return ndimage.distance_transform_edt(mask, sampling=spacing) > -step.amount
-    count = int(round(abs(step.amount) * mask.sum()))
+def _volume(mask: np.ndarray, spacing: np.ndarray, unit: str, amount: float) -> np.ndarray:
+    if unit in ("mm", "vox"):
+        sampling = spacing if unit == "mm" else None
+        if amount >= 0:
+            return ndimage.distance_transform_edt(~mask, sampling=sampling) <= amount
+        return ndimage.distance_transform_edt(mask, sampling=sampling) > -amount
+    count = int(round(abs(amount) * mask.sum()))
     out = mask.copy()
-    if step.amount >= 0:  # the nearest outside voxels join, stable order breaks ties
+    if amount >= 0:  # the nearest outside voxels join, stable order breaks ties
         distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
         outside = np.flatnonzero(~mask.ravel())
         chosen = outside[np.argsort(distance.ravel()[outside], kind="stable")[:count]]
