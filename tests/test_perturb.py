@@ -4,6 +4,7 @@ numbers computed here (volumes in mm³, centres of mass) on a ball in an anisotr
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from bench.data.imaging.perturb import noise_level, parse_chain, perturb
