@@ -12,6 +12,7 @@ SHA256SUMS = DATA / "SHA256SUMS"  # every file under DATA but the README and thi
 
 STS = DATA / "ibsi_sts"  # IBSI soft-tissue sarcoma: PET (SUV), and CT for four patients
 STS_NIFTI = STS / "nifti"  # STS_0NN/{PET,CT}_{image,mask}.nii.gz
+STS_MANIFEST = STS / "manifest.yaml"  # all 51 PET studies with their tumour masks, no outcomes
 STS_DICOM = STS / "dicom"  # STS_0NN/PET/*.dcm
 STS_WITH_CT = ("STS_008", "STS_019", "STS_025", "STS_042")  # the four patients of the set that have a CT
 TOTALSEG = DATA / "totalseg_example"  # TotalSegmentator's abdominal CT, its segmentation, and a DICOM CT series

@@ -7,12 +7,14 @@ from bench.errors import BenchError, DataError
 from bench.plugins.registry import DATASETS
 
 
-def load_cohort(name: str, horizons: tuple[float, ...] | None = None, tau: float | None = None) -> Cohort:
-    """Load a registered dataset, or a user cohort from a manifest path (``.yaml``/``.csv``/folder)."""
+def load_cohort(name: str, horizons: tuple[float, ...] | None = None, tau: float | None = None,
+                outcomes: bool = True) -> Cohort:  # fmt: skip
+    """Load a registered dataset, or a user cohort from a manifest path (``.yaml``/``.csv``/folder);
+    ``outcomes=False`` accepts a manifest without time and event (their values are then never read)."""
     from bench.data.manifest import is_manifest_path, manifest_cohort, read_manifest
 
     if is_manifest_path(name):
-        return manifest_cohort(read_manifest(name, horizons, tau), name)
+        return manifest_cohort(read_manifest(name, horizons, tau, outcomes), name, outcomes)
     factory = DATASETS.load(name)
     try:
         cohort = factory()  # type: ignore[operator]

@@ -90,8 +90,10 @@ def is_manifest_path(dataset: str) -> bool:
     return dataset.lower().endswith((".csv", ".yaml", ".yml")) or Path(dataset).is_dir()
 
 
-def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, tau: float | None = None) -> Manifest:
-    """Parse a manifest and check its table; problems are recorded on the result (nothing is read from images)."""
+def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, tau: float | None = None,
+                  outcomes: bool = True) -> Manifest:  # fmt: skip
+    """Parse a manifest and check its table; problems are recorded on the result (nothing is read from images).
+    ``outcomes=False``: a cohort of images only (``bench robustness``), whose time and event may be absent."""
     path = Path(path)
     if path.is_dir():
         path = path / "manifest.yaml"
@@ -152,8 +154,8 @@ def read_manifest(path: str | Path, horizons: tuple[float, ...] | None = None, t
         table_file=table_path,
         splits_dir=(path.parent / str(header["splits"])).resolve() if header.get("splits") else None,
     )
-    _check_table(manifest)
-    if manifest.policy is None and not ({"horizons", "tau"} & set(header)) and horizons is None and tau is None \
+    _check_table(manifest, outcomes)
+    if outcomes and manifest.policy is None and not ({"horizons", "tau"} & set(header)) and horizons is None and tau is None \
             and not manifest.problems:  # fmt: skip
         time, event = (pd.to_numeric(manifest.table[c]).to_numpy(float) for c in ("time", "event"))
         try:
@@ -213,14 +215,15 @@ def check_images(manifest: Manifest, progress: bool = True) -> list[Problem]:
     return problems
 
 
-def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
-    """The cohort of a manifest whose table has no problems (the first one is raised otherwise)."""
+def manifest_cohort(manifest: Manifest, source: str, outcomes: bool = True) -> Cohort:
+    """The cohort of a manifest whose table has no problems (the first one is raised otherwise); ``outcomes=False``:
+    its time and event are never read (all 0), for commands that read images only."""
     if manifest.problems:
         first = manifest.problems[0]
         more = len(manifest.problems) - 1
         suffix = f" ({more} more; run `bench data check {source}` to list them all)" if more else ""
         raise InputError(f"{manifest.path}: {first}{suffix}")
-    if manifest.policy is None:
+    if manifest.policy is None and outcomes:
         raise InputError(
             f"{manifest.path}: no horizons and tau; declare them in a YAML manifest or pass --horizons and --tau"
         )
@@ -246,10 +249,10 @@ def manifest_cohort(manifest: Manifest, source: str) -> Cohort:
     return Cohort(
         name=manifest.name,
         clinical=clinical,
-        time=pd.to_numeric(table["time"]).to_numpy(float),
-        event=pd.to_numeric(table["event"]).to_numpy(int).astype(bool),
+        time=pd.to_numeric(table["time"]).to_numpy(float) if outcomes else np.zeros(len(table)),
+        event=pd.to_numeric(table["event"]).to_numpy(int).astype(bool) if outcomes else np.zeros(len(table), bool),
         columns=features,
-        policy=manifest.policy,
+        policy=manifest.policy or EvaluationPolicy((1.0,), 1.0),  # outcomes=False: no policy applies
         patient_ids=table["patient_id"].astype(str).to_numpy(),
         description=manifest.description or f"user cohort from {manifest.path.name}",
         source=str(manifest.path),
@@ -416,9 +419,9 @@ def _finite(text: str) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
-def _check_table(m: Manifest) -> None:
+def _check_table(m: Manifest, outcomes: bool = True) -> None:
     table, problems = m.table, m.problems
-    for col in REQUIRED:
+    for col in REQUIRED if outcomes else ("patient_id",):
         if col not in table.columns:
             problems.append(Problem(f"column {col!r} is missing from the table {m.table_file.name}"))
     if "patient_id" not in table.columns:
