@@ -84,6 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _tracking_arg(p)
 
+    p = sub.add_parser("robustness", help="how much each extractor's features move under perturbed masks and scans "
+                       "(ICC per feature), or between a patient's scans (--retest)")  # fmt: skip
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET}) or a manifest; "
+                   "outcomes are never read, so a manifest of images only will do")  # fmt: skip
+    p.add_argument("--extractor", nargs="+", action="extend", required=True, metavar="SPEC",
+                   help="extractor(s) to measure, NAME or NAME:key=value,..., e.g. radiomics:roi=tumour")  # fmt: skip
+    p.add_argument("--perturb", default="volume:+-1vox", metavar="CHAIN", help="perturbation chain, steps joined by "
+                   "commas: volume:+2mm, volume:+-1vox, volume:-10%%, contour:4, shift:1.5mm, rotate:5, noise:0.1 "
+                   "(default volume:+-1vox)")  # fmt: skip
+    p.add_argument("--repeats", type=int, default=5, metavar="K", help="perturbed versions per study (default 5)")
+    p.add_argument("--retest", action="store_true", help="no perturbation: the versions are each patient's scans "
+                   "(several samples with one patient_id, e.g. the synthetic_mm_retest dataset)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default 0)")
+    p.add_argument("--results", type=Path, metavar="PATH.robustness.json", help="write the results file and, beside "
+                   "it, the page (.md), per-feature CSV (.csv) and figure (.svg), e.g. "
+                   "leaderboards/<cohort>.robustness.json")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1, help="N > 1: a local Dask cluster of N processes (default 1)")
+    _scheduler_arg(p)
+    p.add_argument("--weights", metavar="PATH|random", help="checkpoint for extractors with pretrained weights; "
+                   "'random' measures a labelled random-init control")  # fmt: skip
+    _tracking_arg(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser(
         "leaderboard", help="render a markdown leaderboard page from a results file or from an MLflow store"
     )

@@ -242,6 +242,11 @@ class Extractor:
         """
         return inputs.all_files() if inputs is not None and self.cacheable else []
 
+    def feature_class(self, feature: str) -> str | None:
+        """The class a feature belongs to (radiomics: firstorder, shape, glcm...), for per-class summaries such as
+        ``bench robustness``'s; None: the extractor's features form one class."""
+        return None
+
     def produces_sequence(self) -> bool:
         """Whether blocks carry per-slice sequences that only a model with ``reads_sequences`` can use."""
         return False

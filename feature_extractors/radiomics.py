@@ -98,6 +98,11 @@ class RadiomicsExtractor(Extractor):
                     features[f"{modality}_{key}"] = float(np.asarray(value))
         return features
 
+    def feature_class(self, feature: str) -> str | None:
+        # "pet_original_glcm_Contrast": modality, image type (original, wavelet-LLH...), class, feature
+        parts = feature.split("_")
+        return parts[2] if len(parts) > 3 else None
+
     def missing_inputs(self, inputs: StudyInputs | None) -> str:
         modalities = ("pet", "ct") if self.config.modality == "both" else (self.config.modality,)
         return image_needs(inputs, modalities, self.config.roi)

@@ -398,6 +398,27 @@ def forest_figure(labels: Sequence[str], differences, lows, highs, title: str, x
         return fig
 
 
+def icc_figure(labels: Sequence[str], values: Sequence[Sequence[float]], title: str, lines: Sequence[float]) -> Figure:
+    """The ICC distributions side by side: one horizontal box (and its features as points) per group, top to bottom
+    in the order given, with dashed reference lines at ``lines`` (good and excellent reliability)."""
+    with _style():
+        fig = _figure(7.5, 1.2 + 0.42 * len(labels))
+        ax = fig.add_subplot()
+        positions = np.arange(len(labels))[::-1]
+        shown = [np.asarray(v, dtype=float) if len(v) else np.array([np.nan]) for v in values]
+        ax.boxplot(shown, positions=positions, vert=False, widths=0.6, showfliers=False, medianprops={"color": "black"})
+        for y, v in zip(positions, shown):
+            offsets = (np.arange(v.size) % 7 - 3) * 0.045  # a fixed jitter: the same figure from the same values
+            ax.plot(v, y + offsets, "o", ms=2.2, color=_SERIES[0][0], alpha=0.5)
+        for line in lines:
+            ax.axvline(line, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_yticks(positions, [f"{label} (n={len(v)})" for label, v in zip(labels, values)])
+        ax.set_xlim(min(-0.05, *(float(np.nanmin(v)) - 0.05 for v in shown if np.isfinite(v).any())), 1.02)
+        ax.set_xlabel("ICC(2,1) across versions (dashed: " + ", ".join(f"{x:g}" for x in lines) + ")")
+        ax.set_title(title)
+        return fig
+
+
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     """The figure as PNG, the same bytes for the same figure (no software tag).
 

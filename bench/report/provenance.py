@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from bench.plugins.labels import RowKey
+from bench.plugins.labels import PluginLabel, RowKey
 from bench.plugins.weights_lock import WeightsFile
 
 ALWAYS = ("scikit-survival",)  # every metric is computed with it
@@ -18,19 +18,29 @@ def provenance(keys: list[RowKey], weights: dict[str, dict] | None = None) -> di
     extractor label that loaded one, for the labels of ``keys`` (absent when none did)."""
     from bench.plugins.registry import EXTRACTORS, MODELS
 
+    pairs = [pair for key in keys for pair in [*((EXTRACTORS, part) for part in key.features), (MODELS, key.model)]]
+    return _record(pairs, {str(part) for key in keys for part in key.features}, weights)
+
+
+def extractor_provenance(labels: list[PluginLabel], weights: dict[str, dict] | None = None) -> dict:
+    """As ``provenance``, for extractors alone (``bench robustness``, which fits no model)."""
+    from bench.plugins.registry import EXTRACTORS
+
+    return _record([(EXTRACTORS, label) for label in labels], {str(label) for label in labels}, weights)
+
+
+def _record(pairs: list, used: set[str], weights: dict[str, dict] | None) -> dict:
     plugins, libraries = {}, set(ALWAYS)
-    for key in keys:
-        for registry, label in [*((EXTRACTORS, part) for part in key.features), (MODELS, key.model)]:
-            entry = registry.entry(label.name)
-            plugins[f"{registry.kind} {label.name}"] = f"{entry.distribution} {entry.version}"
-            libraries |= _extra_requirements(entry.distribution, entry.extras)
+    for registry, label in pairs:
+        entry = registry.entry(label.name)
+        plugins[f"{registry.kind} {label.name}"] = f"{entry.distribution} {entry.version}"
+        libraries |= _extra_requirements(entry.distribution, entry.extras)
     versions = {name: _version(name) for name in sorted(libraries)}
     record = {
         "prognosis-bench": _version("prognosis-bench"),
         "plugins": dict(sorted(plugins.items())),
         "libraries": {k: v for k, v in versions.items() if v},
     }
-    used = {str(part) for key in keys for part in key.features}
     files = {label: file for label, file in sorted((weights or {}).items()) if label in used}
     if files:  # only then: pages of rows without weights files read as they always did
         record["weights"] = files

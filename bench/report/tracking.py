@@ -332,6 +332,7 @@ class Tracker:
         parent_params: dict[str, Any],
         description: str = "",
         data: dict[str, str] | None = None,
+        run_name: str = "bench run",
     ):
         """``store``: a client from ``open_store``, or a tracking URI (None: the default), opened here.
 
@@ -348,7 +349,7 @@ class Tracker:
         except Exception as exc:
             raise BenchError(f"cannot open MLflow store {self.client.tracking_uri!r}: {exc}") from exc
         tags = {KIND_TAG: "invocation", **_process_tags(os.getpid())}
-        parent = self.client.create_run(self.experiment_id, tags=tags, run_name="bench run")
+        parent = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
         self.parent_run_id = parent.info.run_id
         self._open_child: str | None = None  # a child run being recorded: ``finish`` fails it if it is left open
         self._log_params(self.parent_run_id, parent_params)

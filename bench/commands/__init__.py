@@ -178,6 +178,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from bench.commands.robustness import robustness
+
+    return robustness(args)
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.plugins.specs import baseline_from_text
     from bench.report.leaderboard import leaderboard_path
@@ -224,6 +230,8 @@ def _check_all(args: argparse.Namespace) -> int:
     """``bench leaderboard --check-all [DIR]``: every page of DIR against its results file; 1 if any is stale."""
     from bench.report.page import stale_page
     from bench.report.results import load_results
+    from bench.report.robustness import is_robustness_file, load_robustness
+    from bench.report.robustness import stale_page as stale_robustness_page
 
     given = [flag for flag, value in (("--from", args.results), ("--dataset", args.dataset),
              ("--tracking-uri", args.tracking_uri), ("--out", args.out), ("--check", args.check),
@@ -239,9 +247,13 @@ def _check_all(args: argparse.Namespace) -> int:
     for page in orphans:
         print(f"{page}: no results file {page.with_suffix('.json').name} beside it, so it cannot be checked")
     for results_file in sorted(folder.glob("*.json")):
-        results = load_results(results_file)
         page = results_file.with_suffix(".md")
-        problems = stale_page(results, page, results.source)
+        if is_robustness_file(results_file):
+            results = load_robustness(results_file)
+            problems = stale_robustness_page(results, page)
+        else:
+            results = load_results(results_file)
+            problems = stale_page(results, page, results.source)
         if problems:
             stale.append(page)
             sys.stdout.write("".join(problems))
@@ -463,6 +475,7 @@ COMMANDS = {
     "run": cmd_run,
     "grid": cmd_grid,
     "leaderboard": cmd_leaderboard,
+    "robustness": cmd_robustness,
     "splits": cmd_splits,
     "validate-statistics": cmd_validate_statistics,
     "data": cmd_data,
