@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="SPEC",
-        help="extractor(s), NAME or NAME:key=value,...; A+B fuses blocks by patient; 'all' for every one "
-        "(default: clinical)",
+        help="extractor(s), NAME or NAME:key=value,...; A+B fuses blocks by patient; 'all' for every one; "
+        "min_icc=X among the options keeps the features whose ICC under --robust-perturb, on each fold's training "
+        "patients, reaches X (default: clinical)",
     )
     p.add_argument(
         "--model",
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint for extractors with pretrained weights; 'random' runs a labelled random-init control",
     )
     _tuning_args(p)
+    p.add_argument("--robust-perturb", default="volume:+-1vox", metavar="CHAIN", help="for extractors given "
+                   "min_icc=X: the perturbation their features' ICC is measured under (see `bench robustness`; "
+                   "default volume:+-1vox)")  # fmt: skip
+    p.add_argument("--robust-repeats", type=int, default=5, metavar="K", help="for min_icc=X: perturbed versions "
+                   "per study (default 5)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _baseline_args(p, default=None, planned=True)
 
@@ -86,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("robustness", help="how much each extractor's features move under perturbed masks and scans "
                        "(ICC per feature), or between a patient's scans (--retest)")  # fmt: skip
-    p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET}) or a manifest; "
-                   "outcomes are never read, so a manifest of images only will do")  # fmt: skip
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET}) or a "
+                   "manifest; outcomes are never read, so a manifest of images only will do")  # fmt: skip
     p.add_argument("--extractor", nargs="+", action="extend", required=True, metavar="SPEC",
                    help="extractor(s) to measure, NAME or NAME:key=value,..., e.g. radiomics:roi=tumour")  # fmt: skip
     p.add_argument("--perturb", default="volume:+-1vox", metavar="CHAIN", help="perturbation chain, steps joined by "

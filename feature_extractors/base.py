@@ -88,6 +88,10 @@ class FeatureBlock:
     # heads that pool over depth themselves; when set, models see this instead of ``frame``.
     sequence: np.ndarray | None = None
     sequence_mask: np.ndarray | None = None
+    # ``min_icc``: the columns' values under perturbed versions of each study [n, 1 + K, columns] (version 0: the
+    # study as it is), from which each fold keeps the columns whose ICC on its training rows reaches ``min_icc``
+    versions: np.ndarray | None = None
+    min_icc: float | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in self.frame.columns if c not in self.columns]

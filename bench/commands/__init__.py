@@ -73,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         tune=args.tune,
         tune_inner_folds=args.tune_inner_folds,
         optuna_storage=args.optuna_storage,
+        robust_perturbation=args.robust_perturb,
+        robust_repeats=args.robust_repeats,
     )
     baseline = planned_baseline(request, args.baseline, args.baseline_model)
     saved = ResultsSink(baseline, _run_command(args), args.results)
@@ -129,6 +131,8 @@ def _run_command(args: argparse.Namespace) -> str:
     words += ["--tune", str(args.tune), "--tune-inner-folds", str(args.tune_inner_folds)] if args.tune else []
     words += ["--horizons", ",".join(f"{h:g}" for h in args.horizons)] if args.horizons else []
     words += ["--tau", f"{args.tau:g}"] if args.tau is not None else []
+    if any("min_icc=" in e for e in args.extractor or []):
+        words += ["--robust-perturb", args.robust_perturb, "--robust-repeats", str(args.robust_repeats)]
     return shlex.join([*words, "--results", str(args.results)] if args.results else words)
 
 
@@ -174,6 +178,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
         f"MLflow parent run {outcome.parent_run_id}; browse every run with: "
         f"{_ui_command(outcome.cohort.name, config.request.tracking_uri)}"
     )
+    if config.robustness is not None:  # the page of how robust its extractors are, beside the leaderboard
+        from bench.commands.robustness import grid_robustness
+
+        grid_robustness(config, page_of(outcome), args.quiet)
     outcome.check()  # exit 1 naming every failed row and fold
     return 0
 

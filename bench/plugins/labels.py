@@ -26,6 +26,9 @@ class Resolved(Protocol):
 
 RANDOM_INIT = "random-init"  # the mark of an explicit random-initialisation control (--weights random)
 TUNE_MARK = "tune"  # the mark of nested tuning: tune=<trials per outer training fold>
+# The mark of robust-feature selection: min_icc=<threshold>, the features whose ICC under perturbation, computed on
+# each fold's training patients, reaches it (``bench.protocol.robustness``); any per-study extractor takes it.
+MIN_ICC = "min_icc"
 FUSION = "+"
 _LABEL = re.compile(r"^(?P<name>[^\[\]+]+)(?:\[(?P<body>[^\[\]]*)\])?$")
 
@@ -38,11 +41,14 @@ class PluginLabel:
     options: tuple[tuple[str, str], ...] = ()  # non-default options as typed on the command line, in field order
     random_init: bool = False  # weights=random: a labelled control, never the real model
     tune: int = 0  # Optuna trials per outer training fold (0: untuned)
+    min_icc: float | None = None  # extractors: only features this robust (ICC on the training patients)
 
     def __str__(self) -> str:
         parts = [f"{k}={v}" for k, v in self.options]
         if self.random_init:
             parts.append(RANDOM_INIT)
+        if self.min_icc is not None:
+            parts.append(f"{MIN_ICC}={self.min_icc:g}")
         if self.tune:
             parts.append(f"{TUNE_MARK}={self.tune}")
         return f"{self.name}[{','.join(parts)}]" if parts else self.name
@@ -56,7 +62,7 @@ class PluginLabel:
         changed = non_default_options(spec.config)
         weights = changed.pop("weights", None)
         options = tuple((k, option_text(v)) for k, v in changed.items())
-        return cls(spec.name, options, weights == RANDOM, tune)
+        return cls(spec.name, options, weights == RANDOM, tune, getattr(spec, "min_icc", None))
 
     @classmethod
     def parse(cls, text: str) -> PluginLabel:
@@ -65,18 +71,31 @@ class PluginLabel:
         if match is None:
             raise UsageError(f"{text!r} is not a plugin label (NAME or NAME[option=value,...])")
         options: list[tuple[str, str]] = []
-        random_init, tune = False, 0
+        random_init, tune, min_icc = False, 0, None
         for item in filter(None, (match["body"] or "").split(",")):
             key, sep, value = item.partition("=")
             if item == RANDOM_INIT:
                 random_init = True
             elif key == TUNE_MARK and sep and value.isdigit():
                 tune = int(value)
+            elif key == MIN_ICC and sep:
+                min_icc = min_icc_value(value, text)
             elif sep:
                 options.append((key, value))
             else:
                 raise UsageError(f"{text!r}: {item!r} is neither option=value nor a mark ({RANDOM_INIT}, tune=N)")
-        return cls(match["name"].strip(), tuple(options), random_init, tune)
+        return cls(match["name"].strip(), tuple(options), random_init, tune, min_icc)
+
+
+def min_icc_value(text: str, where: str) -> float:
+    """``min_icc``'s value: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise UsageError(f"{where!r}: {MIN_ICC}={text} is not an ICC threshold in (0, 1], e.g. {MIN_ICC}=0.9")
+    return value
 
 
 def features_text(parts: tuple[PluginLabel, ...]) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from bench.errors import BenchError, UsageError
-from bench.plugins.labels import FUSION, Baseline, PluginLabel, parse_features
+from bench.plugins.labels import FUSION, MIN_ICC, Baseline, PluginLabel, min_icc_value, parse_features
 from bench.plugins.options import build_config, config_to_dict, parse_spec
 from bench.plugins.registry import EXTRACTORS, MODELS, Entry, Registry
 
@@ -21,6 +21,7 @@ class PluginSpec:
     cls: type
     config: Any
     entry: Entry
+    min_icc: float | None = None  # extractors: keep the features this robust under perturbation (on training rows)
 
     def key(self, tune: int = 0) -> PluginLabel:
         """How rows tell this plugin apart (see ``bench.plugins.labels``)."""
@@ -41,10 +42,12 @@ class PluginSpec:
             f"{role}.distribution": f"{self.entry.distribution}=={self.entry.version}",
         }
         out.update({f"{role}.config.{k}": json.dumps(v) for k, v in config_to_dict(self.config).items()})
+        out.update({f"{role}.{MIN_ICC}": f"{self.min_icc:g}"} if self.min_icc is not None else {})
         return out
 
     def digest(self) -> str:
-        body = json.dumps([self.name, self.version, config_to_dict(self.config)], sort_keys=True, default=str)
+        robust = [self.min_icc] if self.min_icc is not None else []  # a block of its own; the same features cached
+        body = json.dumps([self.name, self.version, config_to_dict(self.config), *robust], sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -60,6 +63,7 @@ def resolve(registry: Registry, specs: list[str], weights: str | None = None) ->
     resolved = []
     for spec in expanded:
         name, raw = parse_spec(spec)
+        min_icc = min_icc_value(raw.pop(MIN_ICC), spec) if registry is EXTRACTORS and MIN_ICC in raw else None
         cls = registry.load(name)
         config_cls = getattr(cls, "Config", None)
         if config_cls is None:
@@ -67,7 +71,7 @@ def resolve(registry: Registry, specs: list[str], weights: str | None = None) ->
         if weights is not None and "weights" not in raw and "weights" in {f.name for f in fields(config_cls)}:
             raw = {**raw, "weights": weights}
         config = build_config(config_cls, raw, f"{registry.kind} {name!r}")
-        resolved.append(PluginSpec(name, cls, config, registry.entry(name)))
+        resolved.append(PluginSpec(name, cls, config, registry.entry(name), min_icc))
     labels = [p.label for p in resolved]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:

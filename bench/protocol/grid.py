@@ -37,7 +37,13 @@ from typing import Any
 
 import yaml
 
+from bench.data.imaging.perturb import parse_chain
 from bench.errors import UsageError
+from bench.plugins.labels import MIN_ICC
+from bench.plugins.options import parse_spec
+from bench.plugins.registry import EXTRACTORS
+from bench.protocol.robustness import DEFAULT_PERTURBATION, DEFAULT_REPEATS
+from feature_extractors.base import Extractor
 from bench.plugins.labels import Baseline, RowKey, features_text
 from bench.protocol.baseline import planned_baseline
 from bench.protocol.published import parse_published, published_keys
@@ -45,9 +51,20 @@ from bench.protocol.runner import RowSink, RunOutcome, RunRequest, input_problem
 
 TOP_KEYS = {
     "dataset", "split", "seed", "bootstrap", "weights", "workers", "scheduler", "tune", "extractors", "models", "rows",
-    "baseline", "leaderboard", "tracking_uri", "description",
+    "baseline", "leaderboard", "tracking_uri", "description", "robustness",
 }  # fmt: skip
 TUNE_KEYS = {"trials", "inner_folds", "storage"}
+ROBUSTNESS_KEYS = {"perturb", "repeats", "extractors"}
+
+
+@dataclass(frozen=True)
+class RobustnessBlock:
+    """A config's ``robustness:``: the perturbation of its ``min_icc`` rows, and the extractors whose robustness
+    page the grid writes beside its leaderboard (default: every per-study extractor of its rows)."""
+
+    perturb: str
+    repeats: int
+    extractors: tuple[str, ...]
 
 
 @dataclass
@@ -60,6 +77,7 @@ class GridConfig:
     description: str = ""
     aliases: dict[str, str] = field(default_factory=dict)
     published: dict[int, dict[str, Any]] = field(default_factory=dict)  # row index -> a paper's values for it
+    robustness: RobustnessBlock | None = None
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConfig:
@@ -101,6 +119,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
     bad = sorted(set(tune) - TUNE_KEYS)
     if bad:
         raise UsageError(f"{path}: unknown tune key {bad[0]!r}; valid: {', '.join(sorted(TUNE_KEYS))}")
+    robustness = _robustness(body, rows, aliases, path)
     baseline = _mapping(body.get("baseline") or {}, f"{path}: baseline")
     baseline_extractor = None if baseline.get("extractor") is None else str(baseline["extractor"])
     request = RunRequest(
@@ -117,6 +136,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
         tune_inner_folds=_int(tune.get("inner_folds", 3), f"{path}: tune.inner_folds"),
         optuna_storage=tune.get("storage"),
         rows=tuple(rows),
+        **({"robust_perturbation": robustness.perturb, "robust_repeats": robustness.repeats} if robustness else {}),
     )
     leaderboard = body.get("leaderboard")
     return GridConfig(
@@ -128,7 +148,30 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GridConf
         str(body.get("description", "")),
         aliases,
         published,
+        robustness,
     )
+
+
+def _robustness(body: dict, rows: list[tuple[str, tuple[str, ...]]], aliases: dict,
+                path: Path) -> RobustnessBlock | None:  # fmt: skip
+    if body.get("robustness") is None:
+        return None
+    block = _mapping(body["robustness"], f"{path}: robustness")
+    bad = sorted(set(block) - ROBUSTNESS_KEYS)
+    if bad:
+        raise UsageError(f"{path}: unknown robustness key {bad[0]!r}; valid: {', '.join(sorted(ROBUSTNESS_KEYS))}")
+    perturb = str(block.get("perturb", DEFAULT_PERTURBATION))
+    parse_chain(perturb)  # a bad chain fails now
+    if "extractors" in block:
+        extractors = [aliases.get(e, e) for e in _names(block["extractors"], f"{path}: robustness.extractors")]
+    else:  # every extractor of the rows that reads studies one by one, without its min_icc mark
+        specs = [parse_spec(p) for features, _ in rows for p in features.split("+")]
+        texts = [name + "".join(f"{':' if i == 0 else ','}{k}={v}"
+                                for i, (k, v) in enumerate((k, v) for k, v in options.items() if k != MIN_ICC))
+                 for name, options in specs]  # fmt: skip
+        extractors = [t for t in dict.fromkeys(texts) if EXTRACTORS.load(parse_spec(t)[0]).extract is Extractor.extract]
+    return RobustnessBlock(perturb, _int(block.get("repeats", DEFAULT_REPEATS), f"{path}: robustness.repeats"),
+                           tuple(extractors))  # fmt: skip
 
 
 def check_plan(config: GridConfig) -> list[tuple[str, list[str]]]:

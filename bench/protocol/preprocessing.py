@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data.cohort import ColumnSpec
-from bench.errors import DataError
+from bench.errors import DataError, ModelError
 
 
 @dataclass
@@ -134,6 +134,15 @@ class FoldPreprocessor:
         ]
 
     def fit_transform(self, train_index: np.ndarray) -> np.ndarray:
+        from bench.protocol.robustness import robust_columns
+
+        for i, block in enumerate(self.blocks):
+            if block.min_icc is not None:  # the robust columns of this fold: chosen on its training rows alone
+                kept = robust_columns(block, train_index)
+                if not kept:
+                    raise ModelError(f"no feature of {block.name!r} reaches min_icc={block.min_icc:g} on the "
+                                    "training patients of a fold; lower min_icc")  # fmt: skip
+                self.parts[i] = BlockPreprocessor({c: block.columns[c] for c in kept}, self.parts[i].prefix)
         for block, part in zip(self.blocks, self.parts):
             part.fit(*self._inputs(block, train_index))
         return self.transform(train_index)

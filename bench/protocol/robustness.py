@@ -30,6 +30,10 @@ from bench.stats.icc import icc_a1
 from feature_extractors.base import Extractor, FeatureBlock, PatientRecord
 
 
+DEFAULT_PERTURBATION = "volume:+-1vox"  # a reader who contours one voxel wider or narrower (Zwanenburg et al. 2019)
+DEFAULT_REPEATS = 5
+
+
 def version_seed(seed: int, sample_id: str, version: int) -> int:
     """A version's perturbation seed: a pure function of the run's seed, the sample and the version."""
     digest = hashlib.sha256(f"{seed}:{sample_id}:{version}".encode()).digest()
@@ -127,8 +131,8 @@ def retest_versions(extractor: Extractor, cohort: Cohort, executor: Executor | N
                         "least twice (several sample_id rows with the same patient_id)")  # fmt: skip
     if len(counts) > 1:
         pid, rows = next((p, r) for p, r in by_patient.items() if len(r) != max(counts))
-        raise DataError(f"patient {pid!r} has {len(rows)} scan(s) and others {max(counts)}: --retest needs the same "
-                        "number of samples for every patient; leave the incomplete ones out of the manifest")  # fmt: skip
+        raise DataError(f"patient {pid!r} has {len(rows)} scan(s) and others {max(counts)}: --retest needs the "
+                        "same number of samples for every patient; leave the incomplete ones out")  # fmt: skip
     _per_study(extractor)
     block = extractor.extract(cohort, progress=progress, cache=cache, executor=executor)
     names = _same_names(extractor, [block])
@@ -172,3 +176,27 @@ def robustness(versions: Versions) -> list[FeatureICC]:
     icc = icc_a1(values[:, :, moving])
     return [FeatureICC(n, float(v), float(lo), float(hi))
             for n, v, lo, hi in zip(kept, icc.value, icc.ci_low, icc.ci_high)]  # fmt: skip
+
+
+def robust_block(block: FeatureBlock, extractor: Extractor, min_icc: float, cohort: Cohort, chain: tuple[Step, ...],
+                 repeats: int, seed: int, executor: Executor | None, progress: bool) -> FeatureBlock:  # fmt: skip
+    """``block`` with its columns' values under ``repeats`` perturbed versions of every study (cached like any
+    features), from which each fold keeps the columns robust enough on its training rows (``robust_columns``)."""
+    if block.sequence is not None:
+        raise UsageError(f"extractor {extractor.name!r} gives per-slice sequences (pool=attention): min_icc selects "
+                         "flat features only; use pool=mean")  # fmt: skip
+    versions = feature_versions(extractor, cohort, chain, repeats, seed, executor, progress)
+    order = [versions.names.index(c) for c in block.frame.columns]
+    block.versions, block.min_icc = versions.values[:, :, order], min_icc
+    return block
+
+
+def robust_columns(block: FeatureBlock, rows: np.ndarray) -> list[str]:
+    """The columns of a ``min_icc`` block whose ICC(2,1) across the versions of the studies ``rows`` (a fold's
+    training rows: never its test rows) reaches the threshold; a column constant on those rows has none."""
+    values = block.versions[rows]
+    moving = np.isfinite(values).all(axis=(0, 1)) & (np.ptp(np.nan_to_num(values), axis=(0, 1)) > 0)
+    icc = np.full(values.shape[2], np.nan)
+    if moving.any():
+        icc[moving] = icc_a1(values[:, :, moving]).value
+    return [c for c, v in zip(block.frame.columns, icc) if np.isfinite(v) and v >= block.min_icc]

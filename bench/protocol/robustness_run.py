@@ -12,12 +12,16 @@ from bench.errors import InputError, UsageError
 from bench.executor import check_scheduler, open_executor
 from bench.plugins.labels import FUSION
 from bench.plugins.specs import PluginSpec, resolve_features
-from bench.protocol.robustness import FeatureICC, Versions, feature_versions, retest_versions, robustness
+from bench.protocol.robustness import (
+    DEFAULT_PERTURBATION,
+    DEFAULT_REPEATS,
+    FeatureICC,
+    Versions,
+    feature_versions,
+    retest_versions,
+    robustness,
+)
 from bench.protocol.runner import file_problems, input_problems, plan_needs
-
-DEFAULT_PERTURBATION = "volume:+-1vox"  # a reader who contours one voxel wider or narrower (Zwanenburg et al. 2019)
-DEFAULT_REPEATS = 5
-
 
 @dataclass(frozen=True)
 class RobustnessRequest:

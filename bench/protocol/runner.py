@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from bench.data.cohort import Cohort
 from bench.data.datasets import load_cohort
+from bench.data.imaging.perturb import parse_chain
 from bench.errors import BenchError, InputError, ModelError, RowsFailedError, UsageError
 from bench.executor import GPU, Executor, check_scheduler, on_gpu, open_executor
 from bench.plugins.labels import Baseline, RowKey
@@ -24,6 +25,7 @@ from bench.plugins.weights import WeightsFile, used_weights
 from bench.protocol.cache_check import check_feature_cache
 from bench.protocol.evaluation import Evaluation
 from bench.protocol.fitting import FitSpec, fit_rows
+from bench.protocol.robustness import DEFAULT_PERTURBATION, DEFAULT_REPEATS, robust_block
 from bench.protocol.splits import Split, load_split
 from bench.protocol.tuning import TuningSpec, check_storage
 from feature_extractors.base import FeatureBlock, patient_records
@@ -48,6 +50,9 @@ class RunRequest:
     tune: int = 0  # Optuna trials per outer training fold (0: the models' own options, untuned)
     tune_inner_folds: int = 3  # inner CV folds on each outer training fold
     optuna_storage: str | None = None  # e.g. sqlite:///optuna.db: trials persist and can be shared
+    # The perturbation of ``min_icc`` extractors (their features' ICC across this many perturbed versions)
+    robust_perturbation: str = DEFAULT_PERTURBATION
+    robust_repeats: int = DEFAULT_REPEATS
     # Explicit (features, models) rows, as `bench grid` gives them; None: every extractor with every model.
     rows: tuple[tuple[str, tuple[str, ...]], ...] | None = None
 
@@ -226,7 +231,7 @@ def _extract_and_fit(
 
     Only this process calls the sinks, as each row comes back: the workers compute, never record.
     """
-    blocks = extract_blocks(plan, cohort, progress, executor)
+    blocks = extract_blocks(plan, cohort, progress, executor, request)
     outcome.weights = {p.label: w.as_dict() for f, _ in plan for p in f.parts if (w := _weights_of(p)) is not None}
     rows = [(features, model) for features, models in plan for model in models]
     fits = row_fits(plan, blocks, request, tuning)
@@ -250,14 +255,22 @@ def _extract_and_fit(
 
 
 def extract_blocks(
-    plan: list[tuple[Features, list[PluginSpec]]], cohort: Cohort, progress: bool, executor: Executor
+    plan: list[tuple[Features, list[PluginSpec]]], cohort: Cohort, progress: bool, executor: Executor,
+    request: RunRequest | None = None,
 ) -> dict[str, FeatureBlock]:
-    """Every extractor of the plan, once however many rows use it: block by extractor digest."""
+    """Every extractor of the plan, once however many rows use it: block by extractor digest; a ``min_icc``
+    extractor's block also carries its features under the request's perturbed versions."""
     blocks: dict[str, FeatureBlock] = {}
     for features, _models in plan:
         for part in features.parts:
             if part.digest() not in blocks:
-                blocks[part.digest()] = _extract(part, cohort, progress, executor)
+                block = _extract(part, cohort, progress, executor)
+                if part.min_icc is not None:
+                    chain, repeats = parse_chain(request.robust_perturbation if request else DEFAULT_PERTURBATION), \
+                        request.robust_repeats if request else DEFAULT_REPEATS  # fmt: skip
+                    block = robust_block(block, part.cls(part.config), part.min_icc, cohort, chain, repeats,
+                                         request.seed if request else 0, executor, progress)  # fmt: skip
+                blocks[part.digest()] = block
     return blocks
 
 

@@ -119,7 +119,8 @@ def figure_path(page: Path) -> Path:
 
 def page_files(results: RobustnessResults, page: Path) -> dict[Path, str]:
     """The page, its per-feature CSV and its figure, rendered from ``results`` alone."""
-    return {page: page_text(results, page), csv_path(page): feature_csv(results), figure_path(page): figure_svg(results)}
+    return {page: page_text(results, page), csv_path(page): feature_csv(results),
+            figure_path(page): figure_svg(results)}  # fmt: skip
 
 
 def write_page(results: RobustnessResults, page: Path) -> list[Path]:
@@ -167,11 +168,12 @@ def _row(label: str, s: Summary | None) -> str:
 def _what_was_done(r: RobustnessResults) -> str:
     versions = r.repeats + 1
     if r.retest:
-        return (f"Each of the {r.units} patients was scanned {r.repeats} times (the cohort's samples of one patient); "
-                f"every feature is extracted from each scan, and its ICC is computed across the {r.repeats} scans.")  # fmt: skip
-    return (f"Every feature is extracted from the {r.units} studies as they are and from {r.repeats} perturbed versions "
-            f"of each (`{r.perturbation}`, seed {r.seed}: each version draws its own perturbation), and its ICC is "
-            f"computed across the {versions} versions.")  # fmt: skip
+        return (f"Each of the {r.units} patients was scanned {r.repeats} times (the cohort's samples of one "
+                f"patient); every feature is extracted from each scan, and its ICC is computed across the {r.repeats} "
+                "scans.")  # fmt: skip
+    return (f"Every feature is extracted from the {r.units} studies as they are and from {r.repeats} perturbed "
+            f"versions of each (`{r.perturbation}`, seed {r.seed}: each version draws its own perturbation), and "
+            f"its ICC is computed across the {versions} versions.")  # fmt: skip
 
 
 def page_text(results: RobustnessResults, page: Path) -> str:
@@ -271,8 +273,8 @@ def results_of(dataset: str, measured: list[Measured], request: RobustnessReques
                              extractor_provenance([m.spec.key() for m in measured], weights))  # fmt: skip
 
 
-def run_robustness(request: RobustnessRequest, results_path: Path | None, page: Path | None,
-                   tracking_uri: str | None, source: str, progress: bool) -> tuple[RobustnessResults, list[Path]]:  # fmt: skip
+def run_robustness(request: RobustnessRequest, results_path: Path | None, page: Path | None, tracking_uri: str | None,
+                   source: str, progress: bool) -> tuple[RobustnessResults, list[Path]]:  # fmt: skip
     """Measure, then write the results file and the page (when asked) and record the MLflow runs (unless
     ``tracking_uri`` is ""); the results and the files written."""
     cohort, measured = measure(request, progress)

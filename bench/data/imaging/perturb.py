@@ -65,7 +65,8 @@ def parse_chain(text: str) -> tuple[Step, ...]:
         allowed = {"volume": ("mm", "vox", "%"), "contour": ("",), "shift": ("mm",), "rotate": ("",), "noise": ("",)}
         if unit not in allowed[kind] or (kind == "contour" and amount != int(amount)) or \
                 (kind in ("contour", "shift", "noise") and amount < 0) or (either and kind != "volume"):  # fmt: skip
-            raise UsageError(f"perturbation {part!r}: {kind} takes {' or '.join(u or 'a number' for u in allowed[kind])}"
+            units = " or ".join(u or "a number" for u in allowed[kind])
+            raise UsageError(f"perturbation {part!r}: {kind} takes {units}"
                              + ("; a count" if kind == "contour" else "") + "; non-negative where it is a size"
                              + ("; +- only for volume" if either else ""))  # fmt: skip
         steps.append(Step(kind, amount / 100 if unit == "%" else amount, unit, either))
