@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True, metavar="ACTION"
     )
     p = data.add_parser("synth", help="write a synthetic multiple-myeloma PET/CT cohort")
-    p.add_argument("--preset", default="demo", help="tiny, demo (default) or paper")
+    p.add_argument("--preset", default="demo", help="tiny, demo (default), paper, or retest (tiny's size, each "
+                   "patient scanned twice: test-retest pairs)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

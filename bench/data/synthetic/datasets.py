@@ -62,3 +62,8 @@ def synthetic_mm_tiny() -> Cohort:
 
 def synthetic_mm_paper() -> Cohort:
     return _load("paper")
+
+
+def synthetic_mm_retest() -> Cohort:
+    """The tiny cohort's size and grids, each patient scanned twice: samples <patient>_scan1 and <patient>_scan2."""
+    return _load("retest")

@@ -27,6 +27,7 @@ class Preset:
     pet_fwhm: float  # PET resolution: FWHM in mm of the Gaussian point-spread function
     followup_days: tuple[float, float]  # administrative censoring uniform between these (staggered accrual)
     dropout_per_year: float  # rate of random loss to follow-up
+    rescan: bool = False  # each patient scanned twice (test-retest): displaced, other uptake time, new noise
 
 
 _PFS_FOLLOWUP = (730.0, 2190.0)  # two to six years from diagnosis to the data cut
@@ -41,6 +42,9 @@ PRESETS: dict[str, Preset] = {
     # The paper's cohort size at clinical resolution, skull to mid-femur (slow: for users' machines).
     "paper": Preset("paper", 227, (4.0, 4.0, 4.0), (2.0, 2.0, 3.0), (720.0, 432.0), (620.0, 1765.0), 6.5,
                     _PFS_FOLLOWUP, 0.03),
+    # Test-retest: tiny's grids, every patient scanned twice, for the repeatability (ICC) of features.
+    "retest": Preset("retest", 24, (8.0, 8.0, 8.0), (4.0, 4.0, 8.0), (720.0, 432.0), (700.0, 1300.0), 9.0,
+                     _PFS_FOLLOWUP, 0.03, rescan=True),
 }  # fmt: skip
 
 # Evaluation policy written into every manifest: well inside the two-year minimum follow-up window.

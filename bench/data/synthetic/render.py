@@ -1,7 +1,21 @@
-"""Disease and imaging physics of one patient: lesions, soft-tissue masses, tissue values, PET blur and noise."""
+"""Disease and imaging physics of one patient: lesions, soft-tissue masses, tissue values, PET blur and noise.
+
+A rescan (``render_patient(..., rescan=True)``, the test-retest preset's second scan) is the same
+patient: anatomy, lesions, tissue values and outcome are drawn with the first scan's keys, and only
+three things change, each drawn from ``_rng(preset, seed, patient, "rescan", ...)``
+(:func:`rescan_change`):
+
+- a rigid displacement of the patient on the table, 2 to 4 mm in a uniformly random 3-D direction
+  (sub-voxel). It is exact, with no resampling: the scanner's grids stay where they are and the
+  patient is painted on copies of them moved the other way, so every shape, partial-volume fraction
+  and label is rasterised afresh at its displaced position (PET, CT and labels together);
+- an uptake-time change: the PET activity times 1 + u, |u| <= 0.05, before blur and noise;
+- new noise: PET and CT noise from the rescan's own generator.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 
@@ -41,12 +55,17 @@ from bench.data.synthetic.presets import Preset, _preset, _rng
 from bench.errors import DataError
 
 _SITE_WEIGHTS = {SPINE: 0.38, PELVIS: 0.2, RIBS: 0.17, SKULL: 0.1, FEMUR: 0.1, HUMERUS: 0.05}
+RESCAN_SHIFT_MM = (2.0, 4.0)  # how far the patient lies from where it lay at the first scan
+RESCAN_UPTAKE = 0.05  # largest relative change of PET activity between the scans
 
 
-def render_patient(row: Mapping, preset: str | Preset, seed: int) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
+def render_patient(
+    row: Mapping, preset: str | Preset, seed: int, rescan: bool = False
+) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
     """PET (float32 SUV), CT (float32 HU, on its own finer grid) and the anatomy labels on the PET grid (uint8).
 
-    ``row`` is a row of :func:`sample_patients` for the same preset and seed.
+    ``row`` is a row of :func:`sample_patients` for the same preset and seed. With ``rescan``, the
+    patient's second scan: displaced, its uptake changed and new noise (see the module's docstring).
     """
     preset = _preset(preset)
     row = dict(row)
@@ -54,9 +73,8 @@ def render_patient(row: Mapping, preset: str | Preset, seed: int) -> tuple[sitk.
     body = _body(row)
     pet_grid, ct_grid = _grids(preset, body)
     cortex = _cortex_mm(preset)
-    pet_canvas, ct_canvas = _Canvas(pet_grid, body, cortex), _Canvas(ct_grid, body, cortex)
+    pet_canvas = _Canvas(pet_grid, body, cortex)
     _paint_anatomy(pet_canvas)
-    _paint_anatomy(ct_canvas)
 
     n = int(row["n_lesions"])
     suvmax = float(row["lesion_suvmax"]) if n else float("nan")
@@ -85,29 +103,58 @@ def render_patient(row: Mapping, preset: str | Preset, seed: int) -> tuple[sitk.
         CORTEX: v.uniform(750, 950), MARROW: v.uniform(170, 280), "lytic": v.uniform(10, 35), "mass": v.uniform(40, 50),
     }  # fmt: skip
 
+    # Shapes and lesion centres are in the coordinates of the first scan. The patient's shapes are painted on
+    # ``pet_at`` and ``ct_at`` and the images written on the scanner's grids, which are the same for a rescan.
+    pet_at, ct_at, uptake, noise = pet_grid, ct_grid, 1.0, _rng(preset, seed, pid, "noise")
+    if rescan:
+        shift, uptake = rescan_change(preset, seed, pid)
+        pet_at, ct_at = _moved(pet_grid, -shift), _moved(ct_grid, -shift)  # grids moved back: the patient moves on
+        pet_canvas = _Canvas(pet_at, body, cortex)
+        _paint_anatomy(pet_canvas)
+        noise = _rng(preset, seed, pid, "rescan", "noise")
+    ct_canvas = _Canvas(ct_at, body, cortex)
+    _paint_anatomy(ct_canvas)
+
     labels = pet_canvas.labels.copy()
     activity = _lookup(pet_canvas, suv, 0.0)
     for centre, radius, peak in zip(centres, lesions["radius"], lesions["peak"]):
-        _add_sphere(activity, labels, pet_grid, centre, radius, peak, FOCAL_LESION)
+        _add_sphere(activity, labels, pet_at, centre, radius, peak, FOCAL_LESION)
     for centre, radius, peak in emd:
-        _add_sphere(activity, labels, pet_grid, centre, radius, peak, EXTRAMEDULLARY)
-    noise = _rng(preset, seed, pid, "noise")
+        _add_sphere(activity, labels, pet_at, centre, radius, peak, EXTRAMEDULLARY)
+    if rescan:
+        # A longer (shorter) uptake time raises (lowers) tumour and marrow SUV as FDG keeps accumulating; one global
+        # factor is the simple model of that (background organs clear a little, which it leaves out).
+        activity *= np.float32(uptake)
     pet = _pet_blur_and_noise(activity, pet_grid, preset.pet_fwhm, noise)
 
     ct = _lookup(ct_canvas, hu, -1000.0)
     bone = (ct_canvas.labels == CORTEX) | (ct_canvas.labels == MARROW)
     for centre, radius, lytic in zip(centres, lesions["lytic_radius"], lesions["lytic"]):
         if lytic:
-            idx, inside = _sphere_mask(ct_grid, centre, radius)
+            idx, inside = _sphere_mask(ct_at, centre, radius)
             ct[idx][inside & bone[idx]] = hu["lytic"]
     for centre, radius, _ in emd:
-        idx, inside = _sphere_mask(ct_grid, centre, radius)
+        idx, inside = _sphere_mask(ct_at, centre, radius)
         ct[idx][inside & (ct_canvas.labels[idx] > 0)] = hu["mass"]
     in_body = ct_canvas.labels > 0
     ct[in_body] += noise.normal(0.0, 12.0, int(in_body.sum())).astype(np.float32)
     ct = np.round(ct).astype(np.float32)  # CT stores whole Hounsfield units
 
     return pet_grid.image(pet), ct_grid.image(ct), pet_grid.image(labels)
+
+
+def rescan_change(preset: str | Preset, seed: int, patient_id: str) -> tuple[np.ndarray, float]:
+    """The displacement (x, y, z in mm, LPS) of a patient at its rescan and the factor on its PET activity."""
+    preset = _preset(preset)
+    rng = _rng(preset, seed, patient_id, "rescan", "displacement")
+    direction = rng.standard_normal(3)
+    shift = direction / np.linalg.norm(direction) * rng.uniform(*RESCAN_SHIFT_MM)
+    uptake = 1.0 + _rng(preset, seed, patient_id, "rescan", "uptake").uniform(-RESCAN_UPTAKE, RESCAN_UPTAKE)
+    return shift, float(uptake)
+
+
+def _moved(grid: _Grid, by: np.ndarray) -> _Grid:
+    return dataclasses.replace(grid, origin=tuple(float(o + d) for o, d in zip(grid.origin, by)))
 
 
 def spine_truth(row: Mapping, preset: str | Preset) -> tuple[sitk.Image, float]:

@@ -30,6 +30,9 @@ from bench.errors import DataError
 
 _FORMAT = 1
 _GENERATOR_VERSION = 1  # bump when the same (preset, seed) would give different files
+# A rescan preset's two scans of each patient (folders under images/<patient>/, sample ids <patient>_<scan>):
+# the first is what the generator writes for the patient without rescan, the second its rescan.
+_RESCAN_PAIR = ("scan1", "scan2")
 
 
 def generate(
@@ -85,15 +88,26 @@ def generate(
     return out_dir / "manifest.yaml"
 
 
-def _images(patient_id: str) -> dict[str, str]:
-    return {what: f"images/{patient_id}/{what}.nii.gz" for what in ("pet", "ct", "labels")}
+def _scans(preset: Preset) -> tuple[str | None, ...]:
+    """The scans of each patient: one, in the patient's folder, or a test-retest pair in folders of their own."""
+    return _RESCAN_PAIR if preset.rescan else (None,)
+
+
+def _images(patient_id: str, scan: str | None = None) -> dict[str, str]:
+    folder = f"images/{patient_id}" if scan is None else f"images/{patient_id}/{scan}"
+    return {what: f"{folder}/{what}.nii.gz" for what in ("pet", "ct", "labels")}
 
 
 def _write_patient(row: dict, preset: Preset, seed: int, root: Path) -> None:
-    pet, ct, labels = render_patient(row, preset, seed)
-    paths = _images(str(row["patient_id"]))
+    pid = str(row["patient_id"])
+    _write_scan(render_patient(row, preset, seed), _images(pid, _scans(preset)[0]), root)
+    if preset.rescan:
+        _write_scan(render_patient(row, preset, seed, rescan=True), _images(pid, _RESCAN_PAIR[1]), root)
+
+
+def _write_scan(images: tuple[sitk.Image, sitk.Image, sitk.Image], paths: dict[str, str], root: Path) -> None:
     (root / paths["pet"]).parent.mkdir(parents=True, exist_ok=True)
-    for image, what in ((pet, "pet"), (ct, "ct"), (labels, "labels")):
+    for image, what in zip(images, ("pet", "ct", "labels")):
         _write_nifti(image, root / paths[what])
 
 
@@ -106,25 +120,33 @@ def _write_nifti(image: sitk.Image, path: Path) -> None:
 
 
 def _write_tables(patients: pd.DataFrame, preset: Preset, seed: int, root: Path) -> None:
-    images = [_images(pid) for pid in patients["patient_id"]]
+    scans = _scans(preset)
+    studies = patients.loc[patients.index.repeat(len(scans))].reset_index(drop=True)  # one row per scan
+    scan_of = [scan for _ in range(len(patients)) for scan in scans]
+    images = [_images(pid, scan) for pid, scan in zip(studies["patient_id"], scan_of)]
     table = pd.DataFrame(
         {
-            "patient_id": patients["patient_id"],
+            "patient_id": studies["patient_id"],
             "pet": [p["pet"] for p in images],
             "ct": [p["ct"] for p in images],
-            "time": patients["time"],
-            "event": patients["event"],
+            "time": studies["time"],
+            "event": studies["event"],
         }
     )
+    if preset.rescan:
+        table.insert(1, "sample_id", [f"{pid}_{scan}" for pid, scan in zip(studies["patient_id"], scan_of)])
     for col in CLINICAL_COLUMNS:
-        table[col] = patients[col]
+        table[col] = studies[col]
     table["ldh"] = table["ldh"].round().astype("Int64")  # whole U/L; missing stays empty
     table.to_csv(root / "patients.csv", index=False)
 
+    # One row per patient (the manifest reader keys the truth by patient); ``labels`` is the first scan's anatomy.
     truth = patients[["patient_id", *TRUTH_COLUMNS]].copy()
     for col in ("lp", "lp_clinical", "lp_imaging"):
         truth[col] = truth[col].round(6)
-    truth["labels"] = [p["labels"] for p in images]
+    truth["labels"] = [_images(pid, scans[0])["labels"] for pid in patients["patient_id"]]
+    if preset.rescan:
+        truth[f"labels_{_RESCAN_PAIR[1]}"] = [_images(pid, _RESCAN_PAIR[1])["labels"] for pid in patients["patient_id"]]
     truth.to_csv(root / "truth.csv", index=False)
 
     manifest = {
@@ -142,10 +164,14 @@ def _write_tables(patients: pd.DataFrame, preset: Preset, seed: int, root: Path)
         "labels": LABELS,
         "synthetic": {"preset": preset.name, "seed": int(seed), "generator_version": _GENERATOR_VERSION},
     }
+    anatomy = "images/<patient>/labels.nii.gz is"
+    if preset.rescan:
+        manifest["synthetic"]["rescan"] = True
+        anatomy = "images/<patient>/<scan>/labels.nii.gz (truth.csv: labels, labels_scan2) is"
     header = (
         "# Written by bench.data.synthetic. truth.csv holds the true risk (tests and the oracle row only; "
         "never a feature);\n"
-        "# images/<patient>/labels.nii.gz is the anatomy on the PET grid with the label values listed under 'labels'.\n"
+        f"# {anatomy} the anatomy on the PET grid with the label values listed under 'labels'.\n"
     )
     text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None, width=120)
     (root / "manifest.yaml").write_text(header + text)
