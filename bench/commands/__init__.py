@@ -200,6 +200,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.check_all is not None:
         return _check_all(args)
+    if args.results is not None and args.results.name.endswith(".robustness.json"):
+        from bench.commands.robustness import robustness_page
+
+        return robustness_page(args)
     if args.dataset is not None:  # a manifest path names its cohort, as `bench run --dataset PATH` recorded it
         from bench.data.datasets import dataset_name
 

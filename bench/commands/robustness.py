@@ -55,3 +55,23 @@ def _measure_and_write(request, results: Path | None, tracking_uri: str | None, 
         print(f"{e.label}: " + (f"{s.n} features, median ICC {s.median:.3f}, {s.good:.0%} >= 0.75, "
                                 f"{s.excellent:.0%} >= 0.90" if s else "no feature varies"))  # fmt: skip
     print(f"wrote {', '.join(map(str, written))}" if written else "(no --results: nothing written but the MLflow runs)")
+
+
+def robustness_page(args: argparse.Namespace) -> int:
+    """``bench leaderboard --from X.robustness.json [--check]``: the robustness page rendered from its results."""
+    from bench.commands import _report_stale
+    from bench.report.robustness import load_robustness, stale_page, write_page
+
+    given = [flag for flag, value in (("--dataset", args.dataset), ("--tracking-uri", args.tracking_uri),
+             ("--baseline", args.baseline), ("--baseline-model", args.baseline_model)) if value]  # fmt: skip
+    if given:
+        raise UsageError(f"{args.results} is a robustness results file; drop {', '.join(given)}")
+    results = load_robustness(args.results)
+    out = args.out or args.results.with_suffix(".md")
+    if args.check:
+        return _report_stale(stale_page(results, out), out, results.source)
+    written = write_page(results, out)
+    if args.print:
+        print(out.read_text(), end="")
+    print(f"wrote {', '.join(map(str, written))}")
+    return 0
