@@ -113,6 +113,7 @@ def test_the_flags_reach_the_study_and_its_results_reach_both_outputs(
     assert set(calibration["detection"]) == {"doubled_oe", "halved_slope"}
     text = doc.read_text()
     assert "## Calibration and clinical utility" in text and "n = 120 test patients" in text
+    assert "## Robustness: the intraclass correlation" in text
     assert text == capsys.readouterr().out, "what is printed is what is written"
 
 

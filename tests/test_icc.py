@@ -64,3 +64,20 @@ def test_noise_has_an_icc_near_zero_and_an_untouched_feature_one() -> None:
     assert (fixed.value[0], fixed.ci_low[0], fixed.ci_high[0]) == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="at least 2 patients and 2 versions"):
         icc_a1(np.ones((1, 3)))
+
+
+def test_the_ci_covers_the_true_icc_about_95_percent_of_the_time() -> None:
+    from bench.stats.icc_validity import icc_coverage
+
+    for rho, (rate, mean) in icc_coverage(51, 6, 1000, seed=1).items():  # not the documented seed
+        assert 0.93 <= rate.value <= 0.97, (rho, rate)
+        assert mean == pytest.approx(rho, abs=0.02)
+
+
+def test_the_documented_icc_section_is_the_generators() -> None:
+    from pathlib import Path
+
+    from bench.stats.icc_validity import render_icc
+
+    doc = (Path(__file__).parents[1] / "docs" / "statistics.md").read_text()
+    assert doc.endswith(render_icc(seed=0)), "docs/statistics.md: regenerate with bench validate-statistics"

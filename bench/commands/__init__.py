@@ -412,6 +412,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_validate_statistics(args: argparse.Namespace) -> int:
     from bench.report.files import write_atomic
     from bench.stats.calibration_validity import render_calibration, run_calibration_study
+    from bench.stats.icc_validity import render_icc
     from bench.stats.validity import StudyConfig, render_report, run_study
 
     _check_outputs(("--out", args.out), ("--output-json", args.output_json))
@@ -428,7 +429,7 @@ def cmd_validate_statistics(args: argparse.Namespace) -> int:
     )
     report = run_study(config, progress=not args.quiet)
     calibration = run_calibration_study(config, progress=not args.quiet)
-    text = render_report(report) + render_calibration(calibration)
+    text = render_report(report) + render_calibration(calibration) + render_icc(seed=args.seed)
     print(text, end="")
     if args.out:
         write_atomic(args.out, text)

@@ -169,7 +169,8 @@ def _robustness(body: dict, rows: list[tuple[str, tuple[str, ...]]], aliases: di
         texts = [name + "".join(f"{':' if i == 0 else ','}{k}={v}"
                                 for i, (k, v) in enumerate((k, v) for k, v in options.items() if k != MIN_ICC))
                  for name, options in specs]  # fmt: skip
-        extractors = [t for t in dict.fromkeys(texts) if EXTRACTORS.load(parse_spec(t)[0]).extract is Extractor.extract]
+        extractors = [t for t in dict.fromkeys(texts)
+                      if EXTRACTORS.load(parse_spec(t)[0]).extract_patient is not Extractor.extract_patient]  # fmt: skip
     return RobustnessBlock(perturb, _int(block.get("repeats", DEFAULT_REPEATS), f"{path}: robustness.repeats"),
                            tuple(extractors))  # fmt: skip
 

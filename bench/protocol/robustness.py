@@ -142,7 +142,7 @@ def retest_versions(extractor: Extractor, cohort: Cohort, executor: Executor | N
 
 
 def _per_study(extractor: Extractor) -> None:
-    if type(extractor).extract is not Extractor.extract:
+    if type(extractor).extract_patient is Extractor.extract_patient:  # extract() alone: the whole cohort at once
         raise UsageError(f"extractor {extractor.name!r} computes the whole cohort at once, from no image of a "
                          "study: it has nothing to perturb; choose extractors that read images")  # fmt: skip
 
