@@ -56,6 +56,16 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def synthetic_retest_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``BENCH_DATA_DIR`` holding the synthetic test-retest cohort (preset retest, seed 0); tests only read it."""
+    from bench.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("retest-data")
+    generate("retest", 0, root / "synthetic_mm-retest-seed0", progress=False)
+    return root
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -78,11 +78,9 @@ def test_rows_with_and_without_min_icc_compare_on_the_same_replicates(tmp_path: 
     assert bad.returncode == 2 and "min_icc=1.5 is not an ICC threshold in (0, 1]" in bad.stderr
 
 
-def test_retest_iccs_favour_the_true_prognostic_feature_over_texture(tmp_path: Path, monkeypatch) -> None:
-    from bench.data.synthetic import generate
-
-    generate("retest", 0, tmp_path / "data" / "synthetic_mm-retest-seed0", progress=False)
-    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "data"))
+def test_retest_iccs_favour_the_true_prognostic_feature_over_texture(tmp_path: Path, monkeypatch,
+                                                                     synthetic_retest_data: Path) -> None:  # fmt: skip
+    monkeypatch.setenv("BENCH_DATA_DIR", str(synthetic_retest_data))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     specs = ("suv_stats:roi=skeleton", "radiomics:roi=skeleton,feature_classes=glcm")
     cohort, (suv, texture) = measure(RobustnessRequest("synthetic_mm_retest", specs, retest=True))

@@ -34,10 +34,10 @@ TOTAL_ACTIVITY_TOLERANCE = 0.015
 
 
 @pytest.fixture(scope="module")
-def retest(tmp_path_factory) -> dict:
+def retest(synthetic_retest_data: Path) -> dict:
     """The retest preset generated once (seed 0), in a data folder laid out as ``$BENCH_DATA_DIR``."""
-    data_dir = tmp_path_factory.mktemp("retest-data")
-    manifest = generate("retest", 0, data_dir / "synthetic_mm-retest-seed0", progress=False)
+    data_dir = synthetic_retest_data
+    manifest = data_dir / "synthetic_mm-retest-seed0" / "manifest.yaml"
     root = manifest.parent
     header = yaml.safe_load(manifest.read_text())
     table = pd.read_csv(root / header["table"], dtype={"patient_id": str})
