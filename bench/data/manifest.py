@@ -423,7 +423,8 @@ def _check_table(m: Manifest, outcomes: bool = True) -> None:
     table, problems = m.table, m.problems
     for col in REQUIRED if outcomes else ("patient_id",):
         if col not in table.columns:
-            problems.append(Problem(f"column {col!r} is missing from the table {m.table_file.name}"))
+            problems.append(Problem(f"column {col!r} is missing from the table {m.table_file.name}" + (
+                "; without outcomes only `bench robustness` can use the cohort" if col != "patient_id" else "")))
     if "patient_id" not in table.columns:
         return
     if table.empty:
