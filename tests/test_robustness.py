@@ -71,6 +71,7 @@ def test_the_page_lists_radiomics_per_class(sts_radiomics, tmp_path: Path) -> No
         s = summarise([f for f in e.features if f.feature_class == c])
         assert f"| &nbsp;&nbsp;{c} | {s.n} | {s.median:.3f} |" in text
     assert "51 studies" in text and "`volume:+-1vox`" in text
+    assert "| regenerate | `bench robustness ...` |" in text and "| made with | prognosis-bench " in text
 
 
 def _sts_subset(tmp_path: Path, n: int = 6) -> Path:
