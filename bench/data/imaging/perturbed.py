@@ -32,6 +32,6 @@ def perturbed_inputs(inputs: StudyInputs, sample_id: str, rois: tuple[str, ...],
     for name, array in [*images.items(), *((f"mask_{r}", m.astype(np.uint8)) for r, m in masks.items())]:
         image = sitk.GetImageFromArray(array.astype(np.float32) if array.dtype != np.uint8 else array)
         image.CopyInformation(grid)
-        written[name] = folder / f"{name}.nii.gz"
+        written[name] = folder / f"{name}.nii"  # uncompressed: read once, within the task, then removed
         sitk.WriteImage(image, str(written[name]))
     return StudyInputs(written.get("pet"), written.get("ct"), {r: written[f"mask_{r}"] for r in rois}, "suv")
