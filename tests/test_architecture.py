@@ -36,6 +36,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_non_editable_install_is_never_written_to(installed: Path, tmp_path: Path) -> None:
     before = _listing(installed)
     assert "bench/_builtin_splits/gbsg2/cv5.json" in before, "the built-in splits ship with the package"
+    for package in ("bench", "feature_extractors", "survival_models"):  # every module of the tree is installed
+        for module in sorted((REPO / package).rglob("*.py")):
+            assert str(module.relative_to(REPO)) in before, f"{module.relative_to(REPO)}: add its package to pyproject"
     assert not any(name.startswith(("splits/", "leaderboards/")) for name in before), "no data folders as packages"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), os.environ.get("PYTHONPATH", "")])}
     # The invocations are forked from a server that imported the installed copy once (the same PYTHONPATH).

@@ -406,7 +406,8 @@ def icc_figure(labels: Sequence[str], values: Sequence[Sequence[float]], title: 
         ax = fig.add_subplot()
         positions = np.arange(len(labels))[::-1]
         shown = [np.asarray(v, dtype=float) if len(v) else np.array([np.nan]) for v in values]
-        ax.boxplot(shown, positions=positions, vert=False, widths=0.6, showfliers=False, medianprops={"color": "black"})
+        ax.boxplot(shown, positions=positions, orientation="horizontal", widths=0.6, showfliers=False,
+                   medianprops={"color": "black"})  # fmt: skip
         for y, v in zip(positions, shown):
             offsets = (np.arange(v.size) % 7 - 3) * 0.045  # a fixed jitter: the same figure from the same values
             ax.plot(v, y + offsets, "o", ms=2.2, color=_SERIES[0][0], alpha=0.5)
