@@ -57,6 +57,7 @@ RELEASES = {
 LEADERBOARD_INPUTS = {
     "configs", "feature_extractors", "survival_models", "bench",
     "splits", "requirements/lock.txt", "pyproject.toml", "leaderboards/*.json",
+    "tests/data/ibsi_sts",  # the images leaderboards/ibsi_sts.robustness.md is computed from
 }  # fmt: skip
 
 
