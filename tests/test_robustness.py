@@ -172,3 +172,17 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str, tr
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+def test_the_committed_page_measures_radiomics_per_class_and_two_random_init_networks() -> None:
+    results = load_robustness(Path(__file__).parents[1] / "leaderboards" / "ibsi_sts.robustness.json")
+    assert (results.dataset, results.units, results.repeats, results.perturbation) == ("ibsi_sts", 51, 5,
+                                                                                       "volume:+-1vox")  # fmt: skip
+    by_name = {e.label.split("[")[0]: e for e in results.extractors}
+    assert set(by_name) == {"radiomics", "timm", "medsam2_memory"}
+    assert by_name["radiomics"].classes() == ["firstorder", "glcm", "glrlm", "glszm", "shape"]
+    assert not by_name["radiomics"].random_init
+    for network in ("timm", "medsam2_memory"):
+        assert by_name[network].random_init and "random-init" in by_name[network].label, "labelled as a control"
+    text = (Path(__file__).parents[1] / "leaderboards" / "ibsi_sts.robustness.md").read_text()
+    assert text.count("random-init]**") == 2
