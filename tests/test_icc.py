@@ -9,12 +9,12 @@ jitter, a rescaling), so the features span ICCs from about 0 to 1.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-import pingouin
 import pytest
 from sksurv.datasets import load_whas500
 
 from bench.stats.icc import icc_a1
+
+from icc_reference import pingouin_icc
 
 
 @pytest.fixture(scope="module")
@@ -30,26 +30,11 @@ def ratings() -> np.ndarray:
     return np.stack(versions, axis=1)  # (patients, versions, features)
 
 
-def _pingouin(one: np.ndarray) -> tuple[float, float, float]:
-    n, k = one.shape
-    frame = pd.DataFrame({"patient": np.repeat(np.arange(n), k), "version": np.tile(np.arange(k), n),
-                          "value": one.ravel()})  # fmt: skip
-    saved = dict(pingouin.options)
-    pingouin.options.update({"round": None, "round.column.CI95": None})  # every digit, not pingouin's two
-    try:
-        table = pingouin.intraclass_corr(frame, targets="patient", raters="version", ratings="value")
-    finally:
-        pingouin.options.clear()
-        pingouin.options.update(saved)
-    row = table.set_index("Type").loc["ICC(A,1)"]  # "ICC2" before pingouin 0.7
-    return float(row["ICC"]), float(row["CI95"][0]), float(row["CI95"][1])
-
-
 def test_icc_and_its_ci_equal_pingouins_for_every_feature(ratings: np.ndarray) -> None:
     ours = icc_a1(ratings)
     values = []
     for j in range(ratings.shape[2]):
-        reference = _pingouin(ratings[:, :, j])
+        reference = pingouin_icc(ratings[:, :, j])
         assert (ours.value[j], ours.ci_low[j], ours.ci_high[j]) == pytest.approx(reference, abs=1e-10)
         values.append(reference[0])
     assert min(values) < 0.3 and max(values) > 0.9, "the features span unreliable to reliable"

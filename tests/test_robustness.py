@@ -11,8 +11,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
-import pingouin
 import pytest
 
 from bench.protocol.robustness_run import RobustnessRequest, measure
@@ -20,21 +18,7 @@ from bench.report.robustness import load_robustness, page_text, results_of, summ
 from bench.testing import run_cli, subset_manifest
 
 from data_paths import STS_MANIFEST
-
-
-def _pingouin(one: np.ndarray) -> tuple[float, float, float]:
-    n, k = one.shape
-    frame = pd.DataFrame({"study": np.repeat(np.arange(n), k), "version": np.tile(np.arange(k), n),
-                          "value": one.ravel()})  # fmt: skip
-    saved = dict(pingouin.options)
-    pingouin.options.update({"round": None, "round.column.CI95": None})  # every digit, not pingouin's two
-    try:
-        table = pingouin.intraclass_corr(frame, targets="study", raters="version", ratings="value")
-    finally:
-        pingouin.options.clear()
-        pingouin.options.update(saved)
-    row = table.set_index("Type").loc["ICC(A,1)"]  # "ICC2" before pingouin 0.7
-    return float(row["ICC"]), float(row["CI95"][0]), float(row["CI95"][1])
+from icc_reference import pingouin_icc
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +38,7 @@ def test_icc_and_ci_equal_pingouin_on_radiomics_of_51_real_pet_studies(sts_radio
     names = m.versions.names
     assert len(m.iccs) >= 80, "every radiomics feature that varies has an ICC"
     for f in m.iccs:
-        reference = _pingouin(m.versions.values[:, :, names.index(f.name)])
+        reference = pingouin_icc(m.versions.values[:, :, names.index(f.name)])
         assert (f.icc, f.ci_low, f.ci_high) == pytest.approx(reference, abs=1e-10), f.name
     shape = m.versions.values[:, :, names.index("pet_original_shape_VoxelVolume")]
     moved = shape[:, 1:] / shape[:, :1]
