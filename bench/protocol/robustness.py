@@ -26,7 +26,7 @@ from bench.data.imaging.perturb import Step
 from bench.data.imaging.perturbed import perturbed_inputs
 from bench.errors import DataError, UsageError
 from bench.executor import Executor
-from bench.stats.icc import icc_a1
+from bench.stats.icc import ICC, icc_a1
 from feature_extractors.base import Extractor, FeatureBlock, PatientRecord
 
 
@@ -165,17 +165,19 @@ class FeatureICC:
 
 
 def robustness(versions: Versions) -> list[FeatureICC]:
-    """Each feature's ICC(2,1) and 95 % CI across the versions; a feature the same for every study and version has
-    no ICC (no variance to share) and is left out, as is one missing (NaN) anywhere."""
-    values = versions.values
-    finite = np.isfinite(values).all(axis=(0, 1))
-    moving = finite & (np.ptp(np.where(np.isfinite(values), values, 0.0), axis=(0, 1)) > 0)
+    """Each feature's ICC(2,1) and 95 % CI across the versions; a feature without one (``_measured``) is left out."""
+    moving, icc = _measured(versions.values)
     kept = [n for n, m in zip(versions.names, moving) if m]
-    if not kept:
-        return []
-    icc = icc_a1(values[:, :, moving])
     return [FeatureICC(n, float(v), float(lo), float(hi))
             for n, v, lo, hi in zip(kept, icc.value, icc.ci_low, icc.ci_high)]  # fmt: skip
+
+
+def _measured(values: np.ndarray) -> tuple[np.ndarray, ICC]:
+    """Which features have an ICC, and theirs: a feature the same for every study and version has none (no
+    variance to share), nor has one missing (NaN) anywhere."""
+    moving = np.isfinite(values).all(axis=(0, 1)) & (np.ptp(np.nan_to_num(values), axis=(0, 1)) > 0)
+    empty = np.empty(0)
+    return moving, icc_a1(values[:, :, moving]) if moving.any() else ICC(empty, empty, empty)
 
 
 def robust_block(block: FeatureBlock, extractor: Extractor, min_icc: float, cohort: Cohort, chain: tuple[Step, ...],
@@ -194,9 +196,7 @@ def robust_block(block: FeatureBlock, extractor: Extractor, min_icc: float, coho
 def robust_columns(block: FeatureBlock, rows: np.ndarray) -> list[str]:
     """The columns of a ``min_icc`` block whose ICC(2,1) across the versions of the studies ``rows`` (a fold's
     training rows: never its test rows) reaches the threshold; a column constant on those rows has none."""
-    values = block.versions[rows]
-    moving = np.isfinite(values).all(axis=(0, 1)) & (np.ptp(np.nan_to_num(values), axis=(0, 1)) > 0)
-    icc = np.full(values.shape[2], np.nan)
-    if moving.any():
-        icc[moving] = icc_a1(values[:, :, moving]).value
+    moving, measured = _measured(block.versions[rows])
+    icc = np.full(len(moving), np.nan)
+    icc[moving] = measured.value
     return [c for c, v in zip(block.frame.columns, icc) if np.isfinite(v) and v >= block.min_icc]
