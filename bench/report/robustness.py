@@ -119,7 +119,7 @@ def figure_path(page: Path) -> Path:
 
 def page_files(results: RobustnessResults, page: Path) -> dict[Path, str]:
     """The page, its per-feature CSV and its figure, rendered from ``results`` alone."""
-    return {page: page_text(results, page), csv_path(page): feature_csv(results),
+    return {page: page_text(results, page), csv_path(page): feature_csv(results.extractors),
             figure_path(page): figure_svg(results)}  # fmt: skip
 
 
@@ -148,11 +148,11 @@ def shown_label(e: ExtractorRobustness) -> str:
     return f"{e.label} (random init)" if e.random_init and "random" not in e.label else e.label
 
 
-def feature_csv(results: RobustnessResults) -> str:
+def feature_csv(extractors: list[ExtractorRobustness]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["representation", "class", "feature", "icc", "ci_low", "ci_high"])
-    for e in results.extractors:
+    for e in extractors:
         for f in e.features:
             writer.writerow([e.label, f.feature_class or "", f.name, *(f"{v:.6f}" for v in (f.icc, f.ci_low,
                                                                                            f.ci_high))])  # fmt: skip
@@ -250,10 +250,9 @@ def track(results: RobustnessResults, tracking_uri: str | None) -> list[str]:
                 if s is not None:
                     scalars |= {f"{prefix}icc_median": s.median, f"{prefix}icc_fraction_075": s.good,
                                 f"{prefix}icc_fraction_090": s.excellent, f"{prefix}n_features": s.n}  # fmt: skip
-            one = RobustnessResults(**{**asdict(results), "extractors": [e]})  # type: ignore[arg-type]
             ids.append(tracker.log_combination(
                 f"robustness {e.label}", {**params, "extractor": e.label, "random_init": e.random_init},
-                {KIND_TAG: "robustness"}, {}, {"robustness/features.csv": feature_csv(one),
+                {KIND_TAG: "robustness"}, {}, {"robustness/features.csv": feature_csv([e]),
                                                "robustness/icc_distributions.svg": figure}, scalars))  # fmt: skip
     except BaseException:
         tracker.finish("FAILED")
